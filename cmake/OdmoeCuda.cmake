@@ -1,0 +1,26 @@
+# The CUDA backend is optional and on by default when nvcc is found. CUDA sources are
+# compiled (not run) on machines without a GPU, so CI builds them from the start.
+set(ODMOE_WITH_CUDA OFF)
+if(NOT ODMOE_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # A100/A30, Jetson Orin, Ada (RTX 40xx, L4), Hopper. `native` fails without a GPU.
+      set(CMAKE_CUDA_ARCHITECTURES 80 87 89 90)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    # NCCL has no CMake package.
+    find_library(ODMOE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
+    find_path(ODMOE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
+    set(ODMOE_WITH_CUDA ON)
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  elseif(ODMOE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "ODMOE_CUDA=ON but no CUDA compiler was found (install the CUDA toolkit or use -DODMOE_CUDA=OFF)")
+  endif()
+endif()
