@@ -356,7 +356,7 @@ class Problems {
     try {
       f();
     } catch (const Error& e) {
-      add(e.message());
+      add(e.hint().empty() ? e.message() : e.message() + "\n    HINT: " + e.hint());
     }
   }
   void add(std::string s) {
