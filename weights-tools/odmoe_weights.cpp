@@ -75,6 +75,14 @@ std::string human_bytes(uint64_t b) {
   return buf;
 }
 
+std::string human_count(uint64_t n) {
+  char buf[32];
+  if (n >= 1000000000ull) std::snprintf(buf, sizeof buf, "%.2f B", static_cast<double>(n) / 1e9);
+  else if (n >= 1000000ull) std::snprintf(buf, sizeof buf, "%.2f M", static_cast<double>(n) / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1f K", static_cast<double>(n) / 1e3);
+  return buf;
+}
+
 void print_write_stats(const WriteStats& st, const std::string& out) {
   std::printf("wrote %s: %zu files, %s stored, %.2f M parameters in %.2f s (%.1f MB/s of f32 input)\n", out.c_str(),
               st.files.size(), human_bytes(st.bytes_written).c_str(), static_cast<double>(st.params) / 1e6, st.seconds,
@@ -208,8 +216,8 @@ int cmd_inspect(int argc, char** argv) {
               static_cast<unsigned long long>(mf.header().model_uid));
   std::printf("arch       %s\n", arch_hf_name(c.arch));
   std::printf("config     %s\n", c.to_string().c_str());
-  std::printf("params     %.3f B total, %.3f B active per token\n", static_cast<double>(c.total_params()) / 1e9,
-              static_cast<double>(c.active_params()) / 1e9);
+  std::printf("params     %s total, %s active per token\n", human_count(c.total_params()).c_str(),
+              human_count(c.active_params()).c_str());
   std::printf("dtype      %s (norms, biases, routers: f32)\n", dtype_name(mf.header().weight_dtype));
   std::printf("tokenizer  tokenizer.json, %zu bytes\n", mf.tokenizer_json().size());
   std::printf("files\n");

@@ -34,6 +34,8 @@ const char* subsystem_name(Subsystem s) {
     case Subsystem::kSafetensors: return "safetensors";
     case Subsystem::kConfig: return "config";
     case Subsystem::kConvert: return "convert";
+    case Subsystem::kTokenizer: return "tokenizer";
+    case Subsystem::kModel: return "model";
     case Subsystem::kCuda: return "cuda";
     case Subsystem::kMpi: return "mpi";
     case Subsystem::kCli: return "cli";

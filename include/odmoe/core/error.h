@@ -11,7 +11,7 @@
 
 namespace odmoe {
 
-enum class Subsystem { kCore, kIo, kHdf5, kSafetensors, kConfig, kConvert, kCuda, kMpi, kCli };
+enum class Subsystem { kCore, kIo, kHdf5, kSafetensors, kConfig, kConvert, kTokenizer, kModel, kCuda, kMpi, kCli };
 
 const char* subsystem_name(Subsystem s);
 
