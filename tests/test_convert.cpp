@@ -10,7 +10,7 @@
 #include "odmoe/weights/hf_checkpoint.h"
 #include "odmoe/weights/model_files.h"
 #include "odmoe/weights/model_writer.h"
-#include "test_util.h"
+#include "convert_util.h"
 
 namespace odmoe {
 namespace {
@@ -33,15 +33,7 @@ std::vector<float> decoded(const ModelFiles& mf, const TensorSpec& s) {
 
 void convert(const std::string& fixture, const std::string& out, DType dtype, int shards,
              std::optional<DType> shadow = std::nullopt) {
-  HfCheckpoint ckpt(test::data_dir() + "/hf/" + fixture);
-  WriteOptions w;
-  w.dtype = dtype;
-  w.n_shard = shards;
-  w.shadow_dtype = shadow;
-  ModelSource src{ckpt.config(), ckpt.config_json(), ckpt.tokenizer_json(), ckpt.tokenizer_config_json(),
-                  ckpt.generation_config_json(),
-                  [&ckpt](const TensorSpec& s, std::vector<float>* v) { ckpt.read(s, v); }};
-  write_model_dir(src, out, w);
+  test::convert_fixture(fixture, out, dtype, shards, shadow);
 }
 
 class ConvertFixture : public ::testing::TestWithParam<std::string> {};

@@ -148,6 +148,12 @@ ModelConfig ModelConfig::from_hf_json(const json& j) {
                 "odmoe runs models whose every layer is a MoE layer");
   }
 
+  // Sliding-window attention: Mixtral and Qwen3-MoE apply `sliding_window` when it is set;
+  // Qwen2-MoE only with use_sliding_window (its per-layer windows are not supported).
+  if (c.arch == Arch::kMixtral || c.arch == Arch::kQwen3Moe) c.sliding_window = get_int(j, "sliding_window", 0, false);
+  if (c.arch == Arch::kQwen2Moe)
+    ODMOE_CHECK(!get_bool(j, "use_sliding_window", false), kConfig, "unsupported",
+                "config.json: use_sliding_window = true is not supported for Qwen2-MoE", "");
   switch (c.arch) {
     case Arch::kMixtral:
       c.n_expert = get_int(j, "num_local_experts", 0, true);
@@ -197,6 +203,7 @@ void ModelConfig::validate() const {
   positive(n_expert_used, "num_experts_per_tok");
   positive(n_ff_expert, "the expert intermediate size");
   positive(max_position_embeddings, "max_position_embeddings");
+  ODMOE_CHECK(sliding_window >= 0, kConfig, "bad-config", "sliding_window must not be negative", "");
   ODMOE_CHECK(n_expert_used <= n_expert, kConfig, "bad-config",
               "num_experts_per_tok = " << n_expert_used << " is larger than the number of experts " << n_expert,
               "check config.json");

@@ -46,6 +46,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   nlohmann::json rope_scaling;  // null when the model uses plain RoPE
   int max_position_embeddings = 0;
+  int sliding_window = 0;  // > 0: each position attends to at most this many most recent positions
   bool tie_word_embeddings = false;
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;

@@ -70,9 +70,11 @@ float cpu_row_dot(CpuIsa isa, const WeightView& w, size_t row, const float* x) {
 void CpuBackend::matmul(const WeightView& w, const float* x, size_t n_tokens, float* y) {
   const DotFn dot = dot_for(isa_);
   const auto rows = static_cast<long>(w.rows);
+  // Threads only pay off above a few tens of thousands of multiply-adds.
+  const bool parallel = w.rows * w.cols * n_tokens >= (1u << 15) && n_threads_ > 1;
   if (n_tokens < 4) {
     // Decode: memory-bound; each weight row is read once per token straight from its dtype.
-#pragma omp parallel for num_threads(n_threads_) schedule(static)
+#pragma omp parallel for num_threads(n_threads_) schedule(static) if (parallel)
     for (long r = 0; r < rows; ++r)
       for (size_t t = 0; t < n_tokens; ++t)
         y[t * w.rows + static_cast<size_t>(r)] = dot(w, static_cast<size_t>(r), x + t * w.cols);
@@ -80,7 +82,7 @@ void CpuBackend::matmul(const WeightView& w, const float* x, size_t n_tokens, fl
   }
   // Prefill: decode each row once to f32 and reuse it for every token.
   const DotF32Fn dot32 = dot_f32_for(isa_);
-#pragma omp parallel num_threads(n_threads_)
+#pragma omp parallel num_threads(n_threads_) if (parallel)
   {
     std::vector<float> row(w.cols);
 #pragma omp for schedule(static)

@@ -1,0 +1,99 @@
+// The decoder: one implementation configured per architecture (ModelConfig). It holds the
+// dense weights (embeddings, attention, norms, routers, shared experts, LM head) and the
+// KV cache; routed experts are computed by an ExpertExecutor, so the same decoder runs
+// single-process (LocalExpertExecutor: all experts in memory) or distributed (experts on
+// expert ranks).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "odmoe/backend/backend.h"
+#include "odmoe/model/model_config.h"
+#include "odmoe/weights/model_files.h"
+
+namespace odmoe {
+
+// Routed experts of one layer for a batch of tokens.
+class ExpertExecutor {
+ public:
+  virtual ~ExpertExecutor() = default;
+  // h: [n, n_embd] (the post-attention-normed hidden states); ids, weights: [n, k] routing.
+  // out[t] = sum over j in 0..k-1, in that order, of weights[t, j] * expert_{ids[t, j]}(h[t]).
+  virtual void run(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights,
+                   float* out) = 0;
+};
+
+// SwiGLU expert: down(silu(gate x) * up x) for n tokens (x: [n, n_embd], out: [n, n_embd]).
+void expert_forward(Backend& be, const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
+                    size_t n, float* out, std::vector<float>* scratch);
+
+// All routed experts resident in memory, read from the model's expert shards.
+class LocalExpertExecutor final : public ExpertExecutor {
+ public:
+  LocalExpertExecutor(const ModelFiles& files, Backend& be);
+  void run(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights,
+           float* out) override;
+
+ private:
+  Backend& be_;
+  int n_expert_, n_embd_;
+  std::vector<std::array<EncodedTensor, 3>> experts_;  // [layer * n_expert + e] = {gate, up, down}
+  std::vector<float> xs_, ys_, scratch_;
+};
+
+// Routing exactly as transformers computes it: softmax over all experts (f32), top-k
+// (ties to the lower index), renormalised to sum 1 when norm_topk_prob.
+void route(const ModelConfig& cfg, const float* router_logits, size_t n, int32_t* ids, float* weights);
+
+struct LayerWeights {
+  EncodedTensor attn_norm, ffn_norm;        // f32 [n_embd]
+  EncodedTensor wq, wk, wv, wo;             // [q_dim, n_embd], [kv_dim, n_embd] x2, [n_embd, q_dim]
+  EncodedTensor bq, bk, bv, bo;             // f32 biases, empty if the model has none
+  EncodedTensor q_norm, k_norm;             // f32 [head_dim] (per head) or [q_dim]/[kv_dim] (full); empty if none
+  EncodedTensor router;                     // f32 [n_expert, n_embd]
+  EncodedTensor shared_gate, shared_up, shared_down;  // [n_ff_shared, n_embd] x2, [n_embd, n_ff_shared]
+  EncodedTensor shared_expert_gate;         // f32 [1, n_embd]
+};
+
+class Model {
+ public:
+  // Loads the dense weights of `files` (or of its shadow.h5 when `shadow`); `n_ctx` <= 0
+  // means the model's max_position_embeddings.
+  Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx = 0, bool shadow = false);
+
+  const ModelConfig& config() const { return cfg_; }
+  int n_ctx() const { return n_ctx_; }
+  int position() const { return pos_; }
+  void reset() { pos_ = 0; }
+
+  // Runs `n` tokens at positions [position(), position() + n) and advances. Writes the
+  // logits of the last token ([vocab]) or, with all_logits, of every token ([n, vocab]).
+  // Throws odmoe::Error on a token id outside the vocabulary or a full context.
+  void forward(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>* logits);
+
+  // Router decisions of the last forward for layer l, token t: k expert ids.
+  const std::vector<int32_t>& last_routing(int layer_idx) const { return routing_[static_cast<size_t>(layer_idx)]; }
+
+ private:
+  void attention(int l, const float* h, size_t n, float* out);
+  void moe(int l, const float* h, size_t n, float* out);
+
+  ModelConfig cfg_;
+  Backend& be_;
+  ExpertExecutor& experts_;
+  int n_ctx_, pos_ = 0;
+  EncodedTensor embed_, final_norm_, lm_head_;
+  std::vector<LayerWeights> layers_;
+  std::vector<float> k_cache_, v_cache_;  // [layer][n_ctx][kv_dim]
+  std::vector<float> rope_inv_freq_;
+  std::vector<std::vector<int32_t>> routing_;
+  // scratch
+  std::vector<float> x_, h_, q_, k_, v_, att_, o_, scores_, logits_buf_, router_logits_, route_w_, moe_out_;
+  std::vector<int32_t> route_ids_;
+  std::vector<float> sh_scratch_, sh_out_;
+};
+
+}  // namespace odmoe
