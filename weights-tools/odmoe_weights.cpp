@@ -84,9 +84,10 @@ std::string human_count(uint64_t n) {
 }
 
 void print_write_stats(const WriteStats& st, const std::string& out) {
-  std::printf("wrote %s: %zu files, %s stored, %.2f M parameters in %.2f s (%.1f MB/s of f32 input)\n", out.c_str(),
-              st.files.size(), human_bytes(st.bytes_written).c_str(), static_cast<double>(st.params) / 1e6, st.seconds,
-              static_cast<double>(st.params) * 4 / 1e6 / std::max(st.seconds, 1e-9));
+  const double secs = std::max(st.seconds, 1e-9);
+  std::printf("wrote %s: %zu files, %s stored, %s parameters in %.2f s (%.1f M parameters/s, %.1f MB/s written)\n",
+              out.c_str(), st.files.size(), human_bytes(st.bytes_written).c_str(), human_count(st.params).c_str(),
+              st.seconds, static_cast<double>(st.params) / 1e6 / secs, static_cast<double>(st.bytes_written) / 1e6 / secs);
 }
 
 int cmd_convert(int argc, char** argv) {

@@ -25,6 +25,7 @@ tokenizer and the model see only the first 90%.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -504,7 +505,7 @@ Trained by [`weights-tools/train_default_model.py`](../../train_default_model.py
 {s['command']}
 ```
 
-* data: Tiny Shakespeare ({s['n_chars']:,} characters). Train: first 90%
+* data: Tiny Shakespeare ({s['n_chars']:,} characters, sha256 `{s['data_sha256'][:16]}...`). Train: first 90%
   ({s['n_train_chars']:,} chars, {s['n_train_tokens']:,} tokens); validation: last 10%
   ({s['n_val_chars']:,} chars, {s['n_val_tokens']:,} tokens). The tokenizer and the model
   saw only the training part.
@@ -514,8 +515,9 @@ Trained by [`weights-tools/train_default_model.py`](../../train_default_model.py
   (computed per layer and averaged).
 * AdamW (betas 0.9/0.95, weight decay {s['weight_decay']} on matrices), peak LR {s['lr']},
   {s['warmup']} warmup steps, cosine decay to {s['min_lr_ratio']} x peak, grad-norm clip 1.0, fp32, seed {s['seed']}.
-* machine: {s['machine']}, {s['threads']} torch threads; training took {s['train_time'] / 60:.1f} min
-  ({s['train_time'] / s['steps']:.2f} s/step).
+* machine: {s['machine']}; torch threads: {s['threads']} (on a 2-core machine shared with
+  compile jobs one thread was much faster than two); training took {s['train_time'] / 60:.1f} min
+  ({s['train_time'] / s['steps']:.2f} s/step), the whole script {s['total_time'] / 60:.1f} min.
 * software: torch {s['versions']['torch']}, transformers {s['versions']['transformers']},
   tokenizers {s['versions']['tokenizers']}, safetensors {s['versions']['safetensors']}, Python {s['versions']['python']}.
 
@@ -611,8 +613,10 @@ def main():
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
 
-    with open(args.data, encoding="utf-8") as f:
-        text = f.read()
+    with open(args.data, "rb") as f:
+        raw = f.read()
+    data_sha256 = hashlib.sha256(raw).hexdigest()
+    text = raw.decode("utf-8")
     cut = int(len(text) * 0.9)
     train_text, val_text = text[:cut], text[cut:]
     log(f"corpus {len(text):,} chars: train {len(train_text):,}, validation {len(val_text):,}")
@@ -756,7 +760,7 @@ def main():
         "val_nll_fp32": val_fp32, "usage_table": fmt_table(ev["usage"]),
         "prompt": prompt, "greedy": greedy, "sampled": sampled, "temperature": 0.8, "top_k": 50,
         "prompt_ids": enc[0].tolist(), "greedy_ids": greedy_ids, "last_logits": last_logits,
-        "ref_diff": ref_diff,
+        "ref_diff": ref_diff, "data_sha256": data_sha256, "total_time": time.time() - t_start,
     }
     write_card(args.out, stats)
     log(f"wrote {args.out} (model.safetensors {file_size:,} bytes); total {time.time() - t_start:.0f}s")

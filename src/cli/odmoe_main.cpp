@@ -1,0 +1,338 @@
+// odmoe: run a converted model.
+//
+//   odmoe generate --model DIR --prompt TEXT [--max-new-tokens K] [--temperature T --top-k K --top-p P --seed S]
+//                  [--stats-json FILE] [--threads N] [--n-ctx N]
+//   odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]
+//   odmoe perplexity --model DIR --text FILE [--context 256] [--json FILE]
+//
+// Runs as one process (directly or `mpirun -np 1`). Exit status: 0 success, 1 error (the
+// message says what was wrong and how to fix it), 2 bad command line.
+#include <mpi.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "odmoe/backend/cpu_backend.h"
+#include "odmoe/core/error.h"
+#include "odmoe/core/memory_stats.h"
+#include "odmoe/model/model.h"
+#include "odmoe/runtime/sampler.h"
+#include "odmoe/tokenizer/tokenizer.h"
+#include "odmoe/weights/model_files.h"
+
+namespace po = boost::program_options;
+using namespace odmoe;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: odmoe COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  generate     generate text from a prompt, streaming it as it is produced\n"
+    "  logits       print the logits of a sequence of token ids as JSON\n"
+    "  perplexity   perplexity of the model on a text file\n"
+    "\n"
+    "`odmoe COMMAND --help` describes each command's options.\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+bool parse(int argc, char** argv, po::options_description& opts, const char* usage, po::variables_map* vm) {
+  opts.add_options()("help,h", "show this help");
+  po::store(po::command_line_parser(argc, argv).options(opts).run(), *vm);
+  if (vm->count("help")) {
+    std::cout << usage << "\n" << opts << "\n";
+    return false;
+  }
+  po::notify(*vm);
+  return true;
+}
+
+// The model, its backend and executor, loaded once per command.
+struct Engine {
+  explicit Engine(const std::string& dir, int threads, int n_ctx)
+      : files(dir), backend(detect_cpu_isa(), threads), experts(files, backend), model(files, backend, experts, n_ctx) {}
+  ModelFiles files;
+  CpuBackend backend;
+  LocalExpertExecutor experts;
+  Model model;
+};
+
+void add_engine_options(po::options_description& o, std::string* model, int* threads, int* n_ctx) {
+  o.add_options()("model", po::value(model)->required(), "converted model directory (odmoe-weights convert)")(
+      "threads", po::value(threads)->default_value(0), "CPU threads (0: all cores)")(
+      "n-ctx", po::value(n_ctx)->default_value(0), "context length (0: the model's maximum)");
+}
+
+std::vector<int32_t> eos_ids(const ModelFiles& files, const Tokenizer& tok) {
+  std::vector<int32_t> ids(files.config().eos_token_ids.begin(), files.config().eos_token_ids.end());
+  if (ids.empty() && tok.eos_id()) ids.push_back(*tok.eos_id());
+  return ids;
+}
+
+int cmd_generate(int argc, char** argv) {
+  po::options_description o("generate options");
+  std::string model_dir, prompt, stats_path;
+  int threads = 0, n_ctx = 0, max_new = 128;
+  SamplerConfig sc;
+  add_engine_options(o, &model_dir, &threads, &n_ctx);
+  o.add_options()("prompt", po::value(&prompt)->required(), "prompt text (UTF-8)")(
+      "max-new-tokens", po::value(&max_new)->default_value(128), "stop after this many new tokens")(
+      "temperature", po::value(&sc.temperature)->default_value(0.0f), "0: greedy; > 0: sample")(
+      "top-k", po::value(&sc.top_k)->default_value(0), "sample among the k most likely tokens (0: all)")(
+      "top-p", po::value(&sc.top_p)->default_value(1.0f), "nucleus sampling threshold (1: off)")(
+      "seed", po::value(&sc.seed)->default_value(0), "random seed for sampling")(
+      "stats-json", po::value(&stats_path), "write timing and memory figures as JSON to this file");
+  po::variables_map vm;
+  if (!parse(argc, argv, o, "usage: odmoe generate --model DIR --prompt TEXT [options]", &vm)) return 0;
+  if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
+  sc.validate();
+
+  const auto t_load = Clock::now();
+  Engine eng(model_dir, threads, n_ctx);
+  const Tokenizer tok = Tokenizer::from_json(eng.files.tokenizer_json());
+  const double load_s = seconds_since(t_load);
+
+  size_t bad = 0;
+  ODMOE_CHECK(Tokenizer::is_valid_utf8(prompt, &bad), kCli, "bad-prompt",
+              "the prompt is not valid UTF-8 (bad byte at offset " << bad << ")", "pass the prompt as UTF-8 text");
+  ODMOE_CHECK(!prompt.empty(), kCli, "bad-prompt", "the prompt is empty", "give --prompt some text");
+  const std::vector<int32_t> ids = tok.encode(prompt, true);
+  ODMOE_CHECK(!ids.empty(), kCli, "bad-prompt", "the prompt encodes to no tokens", "");
+  const int ctx = eng.model.n_ctx();
+  ODMOE_CHECK(static_cast<int>(ids.size()) < ctx, kCli, "prompt-too-long",
+              "the prompt is " << ids.size() << " tokens; the context holds " << ctx,
+              "shorten the prompt" << (n_ctx > 0 ? " or raise --n-ctx" : ""));
+  const int budget = std::min(max_new, ctx - static_cast<int>(ids.size()));
+  const std::vector<int32_t> eos = eos_ids(eng.files, tok);
+
+  Sampler sampler(sc);
+  StreamDecoder stream(tok);
+  for (int32_t id : ids) stream.push(id);  // the prompt is printed as given; the stream continues after it
+  std::fputs(prompt.c_str(), stdout);
+  std::fflush(stdout);
+  std::vector<float> logits;
+  const auto t0 = Clock::now();
+  eng.model.forward(ids.data(), ids.size(), false, &logits);
+  const double prefill_s = seconds_since(t0);
+  int n_gen = 0;
+  std::string stop = "max-new-tokens";
+  const auto t1 = Clock::now();
+  while (n_gen < budget) {
+    const int32_t next = sampler.sample(logits.data(), logits.size());
+    ++n_gen;
+    if (std::find(eos.begin(), eos.end(), next) != eos.end()) {
+      stop = "eos";
+      break;
+    }
+    std::fputs(stream.push(next).c_str(), stdout);
+    std::fflush(stdout);
+    if (n_gen == budget) break;
+    eng.model.forward(&next, 1, false, &logits);
+  }
+  const double decode_s = seconds_since(t1);
+  std::fputs(stream.flush().c_str(), stdout);
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (n_gen == budget && budget < max_new) stop = "context-full";
+  // n_gen tokens were sampled; n_gen - 1 forward passes followed the prefill.
+  const int decode_steps = std::max(0, n_gen - 1);
+  const double decode_tps = decode_steps > 0 ? decode_steps / decode_s : 0.0;
+  std::fprintf(stderr,
+               "[odmoe] prompt %zu tokens, prefill %.3f s (%.1f tok/s), TTFT %.3f s; generated %d tokens, decode %.1f "
+               "tok/s; stop: %s; peak RSS %.1f MiB; %s, %s\n",
+               ids.size(), prefill_s, static_cast<double>(ids.size()) / prefill_s, prefill_s, n_gen, decode_tps,
+               stop.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20), eng.backend.to_string().c_str(),
+               sc.to_string().c_str());
+  if (!stats_path.empty()) {
+    nlohmann::json j = {
+        {"model", model_dir},
+        {"mode", "single-process"},
+        {"backend", eng.backend.to_string()},
+        {"sampler", sc.to_string()},
+        {"load_seconds", load_s},
+        {"prompt_tokens", ids.size()},
+        {"prefill_seconds", prefill_s},
+        {"prefill_tokens_per_second", static_cast<double>(ids.size()) / prefill_s},
+        {"ttft_seconds", prefill_s},
+        {"generated_tokens", n_gen},
+        {"decode_seconds", decode_s},
+        {"decode_tokens_per_second", decode_tps},
+        {"stop_reason", stop},
+        {"ranks", {{{"rank", 0}, {"role", "main"}, {"peak_host_bytes", peak_rss_bytes()}, {"peak_device_bytes", 0}}}},
+    };
+    std::ofstream f(stats_path);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write --stats-json " << stats_path, "check the path");
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+int cmd_logits(int argc, char** argv) {
+  po::options_description o("logits options");
+  std::string model_dir, ids_s, out;
+  int threads = 0, n_ctx = 0;
+  add_engine_options(o, &model_dir, &threads, &n_ctx);
+  o.add_options()("token-ids", po::value(&ids_s)->required(), "comma-separated token ids, e.g. 1,2,3")(
+      "out", po::value(&out), "write the JSON here instead of stdout");
+  po::variables_map vm;
+  if (!parse(argc, argv, o, "usage: odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]", &vm)) return 0;
+  std::vector<int32_t> ids;
+  std::stringstream ss(ids_s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item.empty()) throw UsageError("--token-ids: '" + item + "' is not an integer");
+    ODMOE_CHECK(v >= 0 && v <= INT32_MAX, kCli, "bad-token", "--token-ids: " << v << " is not a valid token id", "");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) throw UsageError("--token-ids is empty");
+  Engine eng(model_dir, threads, n_ctx);
+  const int vocab = eng.model.config().vocab_size;
+  for (int32_t id : ids)
+    ODMOE_CHECK(id < vocab, kCli, "bad-token", "token id " << id << " is outside the vocabulary [0, " << vocab << ")",
+                "use ids the model's tokenizer produces");
+  std::vector<float> logits;
+  eng.model.forward(ids.data(), ids.size(), true, &logits);
+  nlohmann::json j;
+  j["token_ids"] = ids;
+  j["logits"] = nlohmann::json::array();
+  for (size_t t = 0; t < ids.size(); ++t)
+    j["logits"].push_back(std::vector<float>(logits.begin() + static_cast<long>(t * vocab),
+                                             logits.begin() + static_cast<long>((t + 1) * vocab)));
+  if (out.empty()) {
+    std::cout << j.dump() << "\n";
+  } else {
+    std::ofstream f(out);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << out, "check the path");
+    f << j.dump() << "\n";
+  }
+  return 0;
+}
+
+int cmd_perplexity(int argc, char** argv) {
+  po::options_description o("perplexity options");
+  std::string model_dir, text_path, json_path;
+  int threads = 0, n_ctx = 0, context = 256;
+  add_engine_options(o, &model_dir, &threads, &n_ctx);
+  o.add_options()("text", po::value(&text_path)->required(), "UTF-8 text file")(
+      "context", po::value(&context)->default_value(256), "tokens per window (non-overlapping windows)")(
+      "json", po::value(&json_path), "also write the result as JSON");
+  po::variables_map vm;
+  if (!parse(argc, argv, o, "usage: odmoe perplexity --model DIR --text FILE [--context N]", &vm)) return 0;
+  if (context < 2) throw UsageError("--context must be at least 2");
+  std::ifstream in(text_path, std::ios::binary);
+  ODMOE_CHECK(in.good(), kIo, "open", "cannot read --text " << text_path, "check the path");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string text = buf.str();
+  size_t bad = 0;
+  ODMOE_CHECK(Tokenizer::is_valid_utf8(text, &bad), kCli, "bad-text",
+              text_path << " is not valid UTF-8 (bad byte at offset " << bad << ")", "");
+  Engine eng(model_dir, threads, std::max(n_ctx, context));
+  ODMOE_CHECK(context <= eng.model.n_ctx(), kCli, "bad-option",
+              "--context " << context << " exceeds the model's context of " << eng.model.n_ctx(), "");
+  const Tokenizer tok = Tokenizer::from_json(eng.files.tokenizer_json());
+  const std::vector<int32_t> ids = tok.encode(text, false);
+  ODMOE_CHECK(ids.size() >= 2, kCli, "bad-text", text_path << " holds fewer than 2 tokens", "");
+  const auto t0 = Clock::now();
+  double nll = 0;
+  size_t n_scored = 0;
+  std::vector<float> logits;
+  const size_t V = static_cast<size_t>(eng.model.config().vocab_size);
+  for (size_t start = 0; start + 1 < ids.size(); start += static_cast<size_t>(context)) {
+    const size_t len = std::min(static_cast<size_t>(context), ids.size() - start);
+    if (len < 2) break;
+    eng.model.reset();
+    eng.model.forward(&ids[start], len, true, &logits);
+    for (size_t t = 0; t + 1 < len; ++t) {
+      const float* lg = &logits[t * V];
+      float mx = lg[0];
+      for (size_t v = 1; v < V; ++v) mx = std::max(mx, lg[v]);
+      double se = 0;
+      for (size_t v = 0; v < V; ++v) se += std::exp(static_cast<double>(lg[v] - mx));
+      nll += -(static_cast<double>(lg[ids[start + t + 1]] - mx) - std::log(se));
+      ++n_scored;
+    }
+  }
+  const double secs = seconds_since(t0), mean = nll / static_cast<double>(n_scored);
+  std::printf("perplexity %.4f  (%.4f nats/token over %zu predicted tokens, windows of %d, %s weights, %.1f s)\n",
+              std::exp(mean), mean, n_scored, context, dtype_name(eng.files.header().weight_dtype), secs);
+  if (!json_path.empty()) {
+    std::ofstream f(json_path);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << json_path, "check the path");
+    f << nlohmann::json{{"model", model_dir},
+                        {"text", text_path},
+                        {"weight_dtype", dtype_name(eng.files.header().weight_dtype)},
+                        {"context", context},
+                        {"tokens_scored", n_scored},
+                        {"nll_per_token", mean},
+                        {"perplexity", std::exp(mean)},
+                        {"seconds", secs}}
+                .dump(2)
+      << "\n";
+  }
+  return 0;
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "generate") return cmd_generate(argc - 1, argv + 1);
+    if (cmd == "logits") return cmd_logits(argc - 1, argv + 1);
+    if (cmd == "perplexity") return cmd_perplexity(argc - 1, argv + 1);
+    std::fprintf(stderr, "odmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    return 2;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "odmoe %s: %s\n(see odmoe %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
+    return 2;
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "odmoe %s: %s\n(see odmoe %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "odmoe %s: %s\n", cmd.c_str(), e.to_string().c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "odmoe %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int rc = 0;
+  if (size > 1) {
+    std::fprintf(stderr, "odmoe: this build runs as a single process; launch it directly or with `mpirun -np 1`\n");
+    rc = 2;
+  } else {
+    rc = run(argc, argv);
+  }
+  MPI_Finalize();
+  return rc;
+}
