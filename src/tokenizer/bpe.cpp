@@ -52,7 +52,8 @@ BpeModel BpeModel::from_json(const json& m) {
   if (const json* d = find_field(m, "dropout")) {
     ODMOE_CHECK(d->is_number(), kTokenizer, "field-type", "model.dropout must be a number or null", "");
     const double p = d->get<double>();
-    ODMOE_CHECK(p >= 0.0 && p <= 1.0, kTokenizer, "bpe-dropout", "model.dropout is " << p << ", outside [0, 1]", "");
+    ODMOE_CHECK(p >= 0.0 && p <= 1.0, kTokenizer, "bpe-dropout",
+                "model.dropout is " << p << ", outside [0, 1]", "");
     ODMOE_CHECK(p == 0.0, kTokenizer, "unsupported",
                 "BPE dropout " << p << " makes encoding random; odmoe encodes deterministically",
                 "set \"dropout\": null in tokenizer.json (dropout is a training-time augmentation)");
@@ -115,13 +116,14 @@ BpeModel BpeModel::from_json(const json& m) {
       const std::string line = e.get<std::string>();
       if (line.rfind("#version", 0) == 0) continue;
       const size_t sp = line.find(' ');
-      ODMOE_CHECK(sp != std::string::npos && line.find(' ', sp + 1) == std::string::npos, kTokenizer,
-                  "bad-merges", "merge " << pairs.size() + 1 << " '" << line << "' is not two tokens separated by one space",
-                  "");
+      ODMOE_CHECK(
+          sp != std::string::npos && line.find(' ', sp + 1) == std::string::npos, kTokenizer, "bad-merges",
+          "merge " << pairs.size() + 1 << " '" << line << "' is not two tokens separated by one space", "");
       pairs.emplace_back(line.substr(0, sp), line.substr(sp + 1));
     } else {
       any_pair = true;
-      ODMOE_CHECK(e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string(), kTokenizer, "bad-merges",
+      ODMOE_CHECK(e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string(), kTokenizer,
+                  "bad-merges",
                   "merge " << pairs.size() + 1 << " is neither \"a b\" nor [\"a\", \"b\"]: " << e.dump(), "");
       pairs.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
     }
@@ -135,10 +137,12 @@ BpeModel BpeModel::from_json(const json& m) {
     auto ia = b.vocab_.find(a);
     auto ic = b.vocab_.find(c);
     ODMOE_CHECK(ia != b.vocab_.end(), kTokenizer, "merge-oov",
-                "merge " << rank + 1 << " ('" << a << "', '" << c << "') uses '" << a << "', which is not in the vocabulary",
+                "merge " << rank + 1 << " ('" << a << "', '" << c << "') uses '" << a
+                         << "', which is not in the vocabulary",
                 "the tokenizer.json is corrupted");
     ODMOE_CHECK(ic != b.vocab_.end(), kTokenizer, "merge-oov",
-                "merge " << rank + 1 << " ('" << a << "', '" << c << "') uses '" << c << "', which is not in the vocabulary",
+                "merge " << rank + 1 << " ('" << a << "', '" << c << "') uses '" << c
+                         << "', which is not in the vocabulary",
                 "the tokenizer.json is corrupted");
     ODMOE_CHECK(c.size() >= prefix.size(), kTokenizer, "merge-oov",
                 "merge " << rank + 1 << ": '" << c << "' is shorter than the continuing_subword_prefix", "");
@@ -162,7 +166,8 @@ std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= vocab_r_.size() || !has_id_[static_cast<size_t>(id)]) return nullptr;
+  if (id < 0 || static_cast<size_t>(id) >= vocab_r_.size() || !has_id_[static_cast<size_t>(id)])
+    return nullptr;
   return &vocab_r_[static_cast<size_t>(id)];
 }
 
@@ -188,7 +193,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() < kCacheCapacity)
-      cache_.emplace(std::string(word), std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
+      cache_.emplace(std::string(word),
+                     std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
   }
 }
 
@@ -201,12 +207,14 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
     sym.push_back(Symbol{id, n - 1, -1, static_cast<uint32_t>(len)});
   };
   // An unknown character waiting to be added (fused with following unknown ones if fuse_unk).
-  std::optional<std::pair<int32_t, size_t>> unk;
+  bool has_unk = false;
+  int32_t unk_tok = -1;
+  size_t unk_len = 0;
   auto unk_id = [&]() -> int32_t {
     auto it = vocab_.find(*unk_token_);
     ODMOE_CHECK(it != vocab_.end(), kTokenizer, "unk-oov",
-                "the text has a character outside the vocabulary and the unk_token '" << *unk_token_
-                                                                                     << "' is not in the vocabulary either",
+                "the text has a character outside the vocabulary and the unk_token '"
+                    << *unk_token_ << "' is not in the vocabulary either",
                 "the tokenizer.json is corrupted");
     return it->second;
   };
@@ -224,10 +232,8 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
     }
     i += len;
     if (auto it = vocab_.find(s); it != vocab_.end()) {
-      if (unk) {
-        add(unk->first, unk->second);
-        unk.reset();
-      }
+      if (has_unk) add(unk_tok, unk_len);
+      has_unk = false;
       add(it->second, len);
       continue;
     }
@@ -241,16 +247,18 @@ void BpeModel::merge_word(std::string_view w, std::vector<int32_t>& out) const {
       }
     }
     if (unk_token_) {
-      if (unk && fuse_unk_) {
-        unk->second += len;
+      if (has_unk && fuse_unk_) {
+        unk_len += len;
       } else {
-        if (unk) add(unk->first, unk->second);
-        unk = std::make_pair(unk_id(), len);
+        if (has_unk) add(unk_tok, unk_len);
+        has_unk = true;
+        unk_tok = unk_id();
+        unk_len = len;
       }
     }
     // Without an unk_token the character is dropped, as the library does.
   }
-  if (unk) add(unk->first, unk->second);
+  if (has_unk) add(unk_tok, unk_len);
 
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
   for (size_t k = 0; k + 1 < sym.size(); ++k)

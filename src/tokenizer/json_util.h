@@ -8,13 +8,16 @@
 #include <string>
 
 #include "odmoe/core/error.h"
+#include "regex.h"
 #include "unicode.h"
 
 namespace odmoe::tokenizer_detail {
 
 using nlohmann::json;
 
-inline const char* json_type_name(const json& v) { return v.type_name(); }
+inline const char* json_type_name(const json& v) {
+  return v.type_name();
+}
 
 // The field, or nullptr when it is missing or null (Option fields of the library).
 inline const json* find_field(const json& obj, const char* key) {
@@ -73,6 +76,50 @@ inline uint32_t get_char(const json& obj, const char* key, const std::string& wh
   ODMOE_CHECK(!s.empty() && (utf8_decode(s, 0, &len), len == s.size()), kTokenizer, "field-type",
               where << "." << key << " must be a single character, not '" << s << "'", "");
   return utf8_decode(s, 0, &len);
+}
+
+// A Split/Replace pattern: {"String": "..."} or {"Regex": "..."}. An empty literal is
+// refused (the library would match it at every position).
+inline Pattern get_pattern(const json& obj, const std::string& where) {
+  const json& p = require_field(obj, "pattern", where);
+  ODMOE_CHECK(p.is_object() && p.size() == 1, kTokenizer, "field-type",
+              where << ".pattern must be {\"String\": ...} or {\"Regex\": ...}, not " << p.dump(), "");
+  if (const json* s = find_field(p, "String")) {
+    ODMOE_CHECK(s->is_string(), kTokenizer, "field-type", where << ".pattern.String must be a string", "");
+    ODMOE_CHECK(!s->get<std::string>().empty(), kTokenizer, "unsupported",
+                where << ".pattern is the empty string, which odmoe does not support", "");
+    return Pattern::literal(s->get<std::string>());
+  }
+  if (const json* r = find_field(p, "Regex")) {
+    ODMOE_CHECK(r->is_string(), kTokenizer, "field-type", where << ".pattern.Regex must be a string", "");
+    return Pattern::regex(r->get<std::string>());
+  }
+  ODMOE_THROW(kTokenizer, "field-type",
+              where << ".pattern must be {\"String\": ...} or {\"Regex\": ...}, not " << p.dump(), "");
+}
+
+enum class PrependScheme { kAlways, kFirst, kNever };
+
+// Metaspace's prepend_scheme (default "always"), with the older add_prefix_space spelling.
+inline PrependScheme get_prepend_scheme(const json& d, const std::string& where) {
+  const std::string scheme = get_opt_string(d, "prepend_scheme", where).value_or("always");
+  PrependScheme s = PrependScheme::kAlways;
+  if (scheme == "first")
+    s = PrependScheme::kFirst;
+  else if (scheme == "never")
+    s = PrependScheme::kNever;
+  else
+    ODMOE_CHECK(scheme == "always", kTokenizer, "field-value",
+                where << ".prepend_scheme is '" << scheme << "', not always, first or never", "");
+  if (const json* a = find_field(d, "add_prefix_space")) {
+    ODMOE_CHECK(a->is_boolean(), kTokenizer, "field-type", where << ".add_prefix_space must be true or false",
+                "");
+    if (!a->get<bool>()) {
+      ODMOE_CHECK(s == PrependScheme::kNever, kTokenizer, "field-value",
+                  where << ": add_prefix_space false does not match prepend_scheme '" << scheme << "'", "");
+    }
+  }
+  return s;
 }
 
 }  // namespace odmoe::tokenizer_detail

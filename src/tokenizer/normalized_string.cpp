@@ -13,7 +13,9 @@ struct ByteLevelTable {
   std::array<uint32_t, 256> cp{};
   std::array<std::string, 256> utf8;
   ByteLevelTable() {
-    auto printable = [](int b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); };
+    auto printable = [](int b) {
+      return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    };
     uint32_t n = 0;
     for (int b = 0; b < 256; ++b) {
       const auto i = static_cast<size_t>(b);
@@ -44,7 +46,9 @@ struct OriginCounter {
 
 }  // namespace
 
-const std::string& byte_level_char(unsigned char b) { return byte_table().utf8[b]; }
+const std::string& byte_level_char(unsigned char b) {
+  return byte_table().utf8[b];
+}
 
 int byte_level_byte(uint32_t c) {
   static const std::array<int16_t, 324> inverse = [] {
@@ -56,7 +60,8 @@ int byte_level_byte(uint32_t c) {
   return c < inverse.size() ? inverse[c] : -1;
 }
 
-std::vector<Span> spans_from_matches(std::string_view s, const std::vector<std::pair<size_t, size_t>>& matches) {
+std::vector<Span> spans_from_matches(std::string_view s,
+                                     const std::vector<std::pair<size_t, size_t>>& matches) {
   std::vector<Span> out;
   if (s.empty()) {
     out.push_back({0, 0, false});

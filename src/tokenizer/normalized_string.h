@@ -32,7 +32,8 @@ struct Span {
 
 // Covers `s` with the matches of a pattern and the gaps between them (the library's
 // Pattern::find_matches: an empty string gives one empty non-match).
-std::vector<Span> spans_from_matches(std::string_view s, const std::vector<std::pair<size_t, size_t>>& matches);
+std::vector<Span> spans_from_matches(std::string_view s,
+                                     const std::vector<std::pair<size_t, size_t>>& matches);
 // Each character for which `pred` holds is its own match.
 template <typename Pred>
 std::vector<Span> spans_from_predicate(std::string_view s, Pred pred) {
@@ -72,8 +73,8 @@ struct NString {
   void normalize(NormForm form);
   void lowercase();
   void strip(bool left, bool right);
-  void strip_accents();     // removes combining marks
-  void byte_level_map();    // every byte becomes its GPT-2 byte-level character
+  void strip_accents();   // removes combining marks
+  void byte_level_map();  // every byte becomes its GPT-2 byte-level character
 };
 
 // NormalizedString::split: cuts `s` along `spans` (which cover it) with `behavior`. Empty
@@ -82,6 +83,6 @@ std::vector<NString> split_spans(const NString& s, const std::vector<Span>& span
 
 // The GPT-2 byte-to-character table of the ByteLevel pre-tokenizer and decoder.
 const std::string& byte_level_char(unsigned char b);  // UTF-8 of the character for byte b
-int byte_level_byte(uint32_t c);                       // the byte of a character, -1 if none
+int byte_level_byte(uint32_t c);                      // the byte of a character, -1 if none
 
 }  // namespace odmoe::tokenizer_detail

@@ -10,6 +10,13 @@
 
 namespace odmoe::tokenizer_detail {
 
+// Oniguruma's classes (Unicode mode, as the library compiles them): \s is the C0 spaces,
+// U+0085 and Z (PCRE2 adds U+180E); \w is letters, marks, numbers and connector
+// punctuation (PCRE2 lacks marks); \h is a hex digit (PCRE2: horizontal space).
+constexpr std::string_view kOnigSpace = "\\t\\n\\x0B\\f\\r\\x{85}\\p{Z}";
+constexpr std::string_view kOnigWord = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
+constexpr std::string_view kOnigHex = "0-9a-fA-F";
+
 std::string onig_to_pcre2(std::string_view p) {
   std::string out;
   out.reserve(p.size() + 32);
@@ -27,28 +34,53 @@ std::string onig_to_pcre2(std::string_view p) {
         i = stop;
         continue;
       }
-      const char* rep = nullptr;
+      std::string rep;
+      auto set = [&](const char* open, std::string_view cls, const char* close) {
+        rep = open;
+        rep += cls;
+        rep += close;
+      };
       if (!in_class) {
         switch (d) {
-          case 's': rep = "[\\s\\x{85}]"; break;
-          case 'S': rep = "[^\\s\\x{85}]"; break;
-          case 'w': rep = "[\\w\\p{M}\\p{Pc}]"; break;
-          case 'W': rep = "[^\\w\\p{M}\\p{Pc}]"; break;
-          case 'h': rep = "[0-9a-fA-F]"; break;
-          case 'H': rep = "[^0-9a-fA-F]"; break;
-          default: break;
+          case 's':
+            set("[", kOnigSpace, "]");
+            break;
+          case 'S':
+            set("[^", kOnigSpace, "]");
+            break;
+          case 'w':
+            set("[", kOnigWord, "]");
+            break;
+          case 'W':
+            set("[^", kOnigWord, "]");
+            break;
+          case 'h':
+            set("[", kOnigHex, "]");
+            break;
+          case 'H':
+            set("[^", kOnigHex, "]");
+            break;
+          default:
+            break;
         }
       } else {
-        // Inside a class only the positive forms can be widened; the negated ones are left as
-        // PCRE2 reads them (they differ only on U+0085, marks and hex digits).
+        // Inside a class only the positive forms can be spelled out; the negated ones are left
+        // as PCRE2 reads them (they differ on U+180E, marks and hex digits).
         switch (d) {
-          case 's': rep = "\\s\\x{85}"; break;
-          case 'w': rep = "\\w\\p{M}\\p{Pc}"; break;
-          case 'h': rep = "0-9a-fA-F"; break;
-          default: break;
+          case 's':
+            set("", kOnigSpace, "");
+            break;
+          case 'w':
+            set("", kOnigWord, "");
+            break;
+          case 'h':
+            set("", kOnigHex, "");
+            break;
+          default:
+            break;
         }
       }
-      if (rep) {
+      if (!rep.empty()) {
         out += rep;
       } else {
         out += c;
@@ -129,8 +161,8 @@ Regex::Regex(const std::string& pattern) : pattern_(pattern), code_(std::make_un
   const std::string p = onig_to_pcre2(pattern);
   int err = 0;
   PCRE2_SIZE off = 0;
-  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(), PCRE2_UTF | PCRE2_UCP, &err, &off,
-                              nullptr);
+  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                              &off, nullptr);
   ODMOE_CHECK(code_->code != nullptr, kTokenizer, "regex",
               "the regex '" << pattern << "' does not compile: " << pcre2_message(err) << " (at byte " << off
                             << " of its PCRE2 form '" << p << "')",
@@ -152,7 +184,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
     // not re-check the whole subject on every call.
     int rc = pcre2_match(code_->code, subject, n, last_end, PCRE2_NO_UTF_CHECK, env.md, env.mctx);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-      rc = pcre2_match(code_->code, subject, n, last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, env.md, env.mctx);
+      rc =
+          pcre2_match(code_->code, subject, n, last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, env.md, env.mctx);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     ODMOE_CHECK(rc >= 0, kTokenizer, "regex-match",
                 "matching the regex '" << pattern_ << "' failed at byte " << last_end << " of a " << n

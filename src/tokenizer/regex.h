@@ -11,9 +11,11 @@
 
 namespace odmoe::tokenizer_detail {
 
-// Rewrites the Oniguruma escapes whose meaning differs in PCRE2 (UTF + UCP mode):
-// \s and \S (Oniguruma adds U+0085), \w and \W (Oniguruma adds marks and connector
-// punctuation), \h and \H (hex digits in Oniguruma, horizontal space in PCRE2).
+// Rewrites the Oniguruma escapes whose meaning differs in PCRE2 (UTF + UCP mode): \s and
+// \S (PCRE2 also counts U+180E as space), \w and \W (Oniguruma includes marks), \h and \H
+// (a hex digit in Oniguruma, horizontal space in PCRE2). Known remaining differences:
+// multi-character case folding under (?i) (Oniguruma matches "ss" to "ß") and POSIX
+// classes such as [[:alpha:]].
 std::string onig_to_pcre2(std::string_view pattern);
 
 class Regex {

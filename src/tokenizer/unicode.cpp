@@ -65,15 +65,22 @@ size_t lead_width(unsigned char b) {
 // narrow ranges that exclude overlongs, surrogates and code points above U+10FFFF).
 bool second_ok(unsigned char lead, unsigned char b) {
   switch (lead) {
-    case 0xE0: return b >= 0xA0 && b <= 0xBF;
-    case 0xED: return b >= 0x80 && b <= 0x9F;
-    case 0xF0: return b >= 0x90 && b <= 0xBF;
-    case 0xF4: return b >= 0x80 && b <= 0x8F;
-    default: return b >= 0x80 && b <= 0xBF;
+    case 0xE0:
+      return b >= 0xA0 && b <= 0xBF;
+    case 0xED:
+      return b >= 0x80 && b <= 0x9F;
+    case 0xF0:
+      return b >= 0x90 && b <= 0xBF;
+    case 0xF4:
+      return b >= 0x80 && b <= 0x8F;
+    default:
+      return b >= 0x80 && b <= 0xBF;
   }
 }
 
-bool is_cont(unsigned char b) { return (b & 0xC0) == 0x80; }
+bool is_cont(unsigned char b) {
+  return (b & 0xC0) == 0x80;
+}
 
 }  // namespace
 
@@ -157,8 +164,10 @@ bool is_word_char(uint32_t c) {
     case U_ENCLOSING_MARK:
     case U_COMBINING_SPACING_MARK:
     case U_DECIMAL_DIGIT_NUMBER:
-    case U_CONNECTOR_PUNCTUATION: return true;
-    default: return false;
+    case U_CONNECTOR_PUNCTUATION:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -167,8 +176,10 @@ bool is_numeric(uint32_t c) {
   switch (u_charType(static_cast<UChar32>(c))) {
     case U_DECIMAL_DIGIT_NUMBER:
     case U_LETTER_NUMBER:
-    case U_OTHER_NUMBER: return true;
-    default: return false;
+    case U_OTHER_NUMBER:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -177,8 +188,10 @@ bool is_combining_mark(uint32_t c) {
   switch (u_charType(static_cast<UChar32>(c))) {
     case U_NON_SPACING_MARK:
     case U_ENCLOSING_MARK:
-    case U_COMBINING_SPACING_MARK: return true;
-    default: return false;
+    case U_COMBINING_SPACING_MARK:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -213,10 +226,18 @@ bool unicode_normalize(NormForm form, std::string_view in, std::string& out, std
   UErrorCode st = U_ZERO_ERROR;
   const icu::Normalizer2* norm = nullptr;
   switch (form) {
-    case NormForm::kNFC: norm = icu::Normalizer2::getNFCInstance(st); break;
-    case NormForm::kNFD: norm = icu::Normalizer2::getNFDInstance(st); break;
-    case NormForm::kNFKC: norm = icu::Normalizer2::getNFKCInstance(st); break;
-    case NormForm::kNFKD: norm = icu::Normalizer2::getNFKDInstance(st); break;
+    case NormForm::kNFC:
+      norm = icu::Normalizer2::getNFCInstance(st);
+      break;
+    case NormForm::kNFD:
+      norm = icu::Normalizer2::getNFDInstance(st);
+      break;
+    case NormForm::kNFKC:
+      norm = icu::Normalizer2::getNFKCInstance(st);
+      break;
+    case NormForm::kNFKD:
+      norm = icu::Normalizer2::getNFKDInstance(st);
+      break;
   }
   ODMOE_CHECK(U_SUCCESS(st) && norm, kTokenizer, "icu", "ICU has no normalizer: " << u_errorName(st),
               "check the ICU installation (libicu)");

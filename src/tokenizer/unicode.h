@@ -51,10 +51,10 @@ class Utf8LossyDecoder {
 std::string utf8_lossy(std::string_view bytes);
 
 // Character classes with the definitions the library's Rust code uses.
-bool is_white_space(uint32_t c);     // char::is_whitespace, regex \s: White_Space
-bool is_word_char(uint32_t c);       // regex \w: Alphabetic, M, Nd, Pc, Join_Control
-bool is_numeric(uint32_t c);         // char::is_numeric: Nd, Nl, No
-bool is_combining_mark(uint32_t c);  // Mn, Mc, Me
+bool is_white_space(uint32_t c);                      // char::is_whitespace, regex \s: White_Space
+bool is_word_char(uint32_t c);                        // regex \w: Alphabetic, M, Nd, Pc, Join_Control
+bool is_numeric(uint32_t c);                          // char::is_numeric: Nd, Nl, No
+bool is_combining_mark(uint32_t c);                   // Mn, Mc, Me
 void append_lowercase(uint32_t c, std::string& out);  // char::to_lowercase (full mapping)
 
 enum class NormForm { kNFC, kNFD, kNFKC, kNFKD };

@@ -18,8 +18,8 @@
 // Text is UTF-8. A Python str cannot hold invalid UTF-8, so the library never sees it; odmoe
 // rejects a prompt that is not valid UTF-8 with an error naming the first bad byte instead of
 // guessing (see is_valid_utf8). Regexes run on PCRE2, rewritten where Oniguruma (what the
-// library uses) differs (\s also matches U+0085, \w also matches marks); Unicode tables come
-// from ICU and PCRE2, so characters newer than Unicode 14 may be classified differently.
+// library uses) differs (\s, \w, \h); Unicode tables come from ICU and PCRE2, so characters
+// newer than Unicode 14 may be classified differently.
 #pragma once
 
 #include <cstddef>

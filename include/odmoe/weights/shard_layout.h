@@ -80,7 +80,7 @@ struct TensorSpec {
   std::string path;           // HDF5 dataset path
 
   size_t rows() const { return shape.size() == 2 ? shape[0] : 1; }
-  size_t cols() const { return shape.back(); }
+  size_t cols() const { return shape.empty() ? 0 : shape.back(); }
   size_t numel() const { return rows() * cols(); }
   bool is_expert() const { return expert_idx >= 0; }
   std::string scale_path() const { return path + "_scale"; }
