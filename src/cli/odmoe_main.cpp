@@ -22,6 +22,7 @@
 #include "odmoe/core/error.h"
 #include "odmoe/core/memory_stats.h"
 #include "odmoe/model/model.h"
+#include "odmoe/runtime/perplexity.h"
 #include "odmoe/runtime/sampler.h"
 #include "odmoe/tokenizer/tokenizer.h"
 #include "odmoe/weights/model_files.h"
@@ -253,26 +254,9 @@ int cmd_perplexity(int argc, char** argv) {
   const std::vector<int32_t> ids = tok.encode(text, false);
   ODMOE_CHECK(ids.size() >= 2, kCli, "bad-text", text_path << " holds fewer than 2 tokens", "");
   const auto t0 = Clock::now();
-  double nll = 0;
-  size_t n_scored = 0;
-  std::vector<float> logits;
-  const size_t V = static_cast<size_t>(eng.model.config().vocab_size);
-  for (size_t start = 0; start + 1 < ids.size(); start += static_cast<size_t>(context)) {
-    const size_t len = std::min(static_cast<size_t>(context), ids.size() - start);
-    if (len < 2) break;
-    eng.model.reset();
-    eng.model.forward(&ids[start], len, true, &logits);
-    for (size_t t = 0; t + 1 < len; ++t) {
-      const float* lg = &logits[t * V];
-      float mx = lg[0];
-      for (size_t v = 1; v < V; ++v) mx = std::max(mx, lg[v]);
-      double se = 0;
-      for (size_t v = 0; v < V; ++v) se += std::exp(static_cast<double>(lg[v] - mx));
-      nll += -(static_cast<double>(lg[ids[start + t + 1]] - mx) - std::log(se));
-      ++n_scored;
-    }
-  }
-  const double secs = seconds_since(t0), mean = nll / static_cast<double>(n_scored);
+  const PerplexityResult r = evaluate_perplexity(eng.model, ids, context);
+  const double secs = seconds_since(t0), mean = r.nll_per_token;
+  const size_t n_scored = r.tokens_scored;
   std::printf("perplexity %.4f  (%.4f nats/token over %zu predicted tokens, windows of %d, %s weights, %.1f s)\n",
               std::exp(mean), mean, n_scored, context, dtype_name(eng.files.header().weight_dtype), secs);
   if (!json_path.empty()) {
