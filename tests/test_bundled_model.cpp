@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "odmoe/backend/cpu_backend.h"
-#include "odmoe/model/model.h"
+#include "odmoe/runtime/local_engine.h"
 #include "odmoe/runtime/perplexity.h"
 #include "odmoe/tokenizer/tokenizer.h"
 #include "odmoe/weights/h5_file.h"
@@ -44,10 +44,8 @@ TEST_F(Bundled, LogitsMatchTransformers) {
   const auto want = g["logits"].get<std::vector<std::vector<float>>>();
   // bf16 checkpoint: the bf16 and f32 conversions hold exactly the weights transformers upcasts.
   for (const char* dt : {"bf16", "f32"}) {
-    ModelFiles mf(dir(dt));
-    CpuBackend be;
-    LocalExpertExecutor ex(mf, be);
-    Model model(mf, be, ex);
+    LocalEngine eng(dir(dt));
+    Model& model = eng.model;
     std::vector<float> logits;
     model.forward(ids.data(), ids.size(), true, &logits);
     const size_t V = 2048;
@@ -74,12 +72,9 @@ TEST_F(Bundled, QuantizedPerplexityOnHeldOutText) {
   const std::string text = test::read_file(test::data_dir() + "/shakespeare_heldout_excerpt.txt");
   std::map<std::string, double> ppl;
   for (const char* dt : {"f32", "bf16", "int8", "int4"}) {
-    ModelFiles mf(dir(dt));
-    const Tokenizer tok = Tokenizer::from_json(mf.tokenizer_json());
-    CpuBackend be;
-    LocalExpertExecutor ex(mf, be);
-    Model model(mf, be, ex, 256);
-    ppl[dt] = evaluate_perplexity(model, tok.encode(text, false), 256).perplexity;
+    LocalEngine eng(dir(dt), 0, 256);
+    const Tokenizer tok = Tokenizer::from_json(eng.files.tokenizer_json());
+    ppl[dt] = evaluate_perplexity(eng.model, tok.encode(text, false), 256).perplexity;
     std::printf("[   INFO   ] perplexity %-5s %.4f\n", dt, ppl[dt]);
     RecordProperty(std::string("perplexity_") + dt, std::to_string(ppl[dt]));
   }
@@ -148,13 +143,10 @@ TEST_F(Bundled, LogitsCommandMatchesTheLibrary) {
   const auto j = nlohmann::json::parse(r.output);
   ASSERT_EQ(j["logits"].size(), 5u);
   ASSERT_EQ(j["logits"][4].size(), 2048u);
-  ModelFiles mf(dir("f32"));
-  CpuBackend be;
-  LocalExpertExecutor ex(mf, be);
-  Model model(mf, be, ex);
+  LocalEngine eng(dir("f32"));
   std::vector<float> logits;
   const std::vector<int32_t> ids = {1, 487, 642, 901, 259};
-  model.forward(ids.data(), ids.size(), true, &logits);
+  eng.model.forward(ids.data(), ids.size(), true, &logits);
   for (size_t v = 0; v < 2048; ++v) EXPECT_FLOAT_EQ(j["logits"][4][v].get<float>(), logits[4 * 2048 + v]);
 }
 

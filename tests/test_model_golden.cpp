@@ -9,7 +9,7 @@
 #include "convert_util.h"
 #include "odmoe/backend/cpu_backend.h"
 #include "odmoe/core/error.h"
-#include "odmoe/model/model.h"
+#include "odmoe/runtime/local_engine.h"
 
 namespace odmoe {
 namespace {
@@ -55,13 +55,11 @@ TEST_P(Golden4Arch, PrefillLogitsMatchTransformers) {
   const Golden g = load_golden(GetParam());
   test::TempDir tmp;
   test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
-  ModelFiles mf(tmp.str("m"));
-  CpuBackend be;
-  LocalExpertExecutor ex(mf, be);
-  Model model(mf, be, ex);
+  LocalEngine eng(tmp.str("m"));
+  Model& model = eng.model;
   std::vector<float> logits;
   model.forward(g.ids.data(), g.ids.size(), true, &logits);
-  const size_t V = static_cast<size_t>(mf.config().vocab_size);
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
   expect_logits(g, logits, V, "prefill");
   for (size_t t = 0; t < g.ids.size(); ++t) {
     const auto best = std::max_element(logits.begin() + static_cast<long>(t * V), logits.begin() + static_cast<long>((t + 1) * V));
@@ -73,11 +71,9 @@ TEST_P(Golden4Arch, DecodeOneTokenAtATimeMatchesToo) {
   const Golden g = load_golden(GetParam());
   test::TempDir tmp;
   test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
-  ModelFiles mf(tmp.str("m"));
-  CpuBackend be;
-  LocalExpertExecutor ex(mf, be);
-  Model model(mf, be, ex);
-  const size_t V = static_cast<size_t>(mf.config().vocab_size);
+  LocalEngine eng(tmp.str("m"));
+  Model& model = eng.model;
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
   // A prompt of 33 in one batch, then every further token alone through the KV cache.
   std::vector<float> all(g.ids.size() * V), step;
   model.forward(g.ids.data(), 33, true, &step);
@@ -93,10 +89,8 @@ TEST_P(Golden4Arch, GreedyContinuationEqualsTransformersGenerate) {
   const Golden g = load_golden(GetParam());
   test::TempDir tmp;
   test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
-  ModelFiles mf(tmp.str("m"));
-  CpuBackend be;
-  LocalExpertExecutor ex(mf, be);
-  Model model(mf, be, ex);
+  LocalEngine eng(tmp.str("m"));
+  Model& model = eng.model;
   std::vector<float> logits;
   model.forward(g.greedy_prompt.data(), g.greedy_prompt.size(), false, &logits);
   std::vector<int32_t> out;
@@ -113,10 +107,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, Golden4Arch, ::testing::Values("mixtral", "qw
 TEST(ModelInput, RejectsBadTokensAndAFullContext) {
   test::TempDir tmp;
   test::convert_fixture("mixtral", tmp.str("m"), DType::kF32);
-  ModelFiles mf(tmp.str("m"));
-  CpuBackend be;
-  LocalExpertExecutor ex(mf, be);
-  Model model(mf, be, ex, 16);
+  LocalEngine eng(tmp.str("m"), 0, 16);
+  Model& model = eng.model;
   std::vector<float> logits;
   const int32_t bad[2] = {5, 320};
   EXPECT_THROW(model.forward(bad, 2, false, &logits), Error);

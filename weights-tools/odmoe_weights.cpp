@@ -14,6 +14,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "odmoe/core/cli.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/mapped_file.h"
 #include "odmoe/core/progress.h"
@@ -38,9 +39,7 @@ constexpr const char* kUsage =
     "\n"
     "`odmoe-weights COMMAND --help` describes each command's options.\n";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using cli::UsageError;
 
 DType dtype_option(const std::string& s, const char* opt) {
   const auto d = parse_dtype(s);
@@ -48,18 +47,9 @@ DType dtype_option(const std::string& s, const char* opt) {
   return *d;
 }
 
-// Parses sub-command options; returns false if --help was printed.
-bool parse(int argc, char** argv, const po::options_description& opts, const po::positional_options_description& pos,
+bool parse(int argc, char** argv, po::options_description& opts, const po::positional_options_description& pos,
            po::variables_map* vm, const char* usage) {
-  po::options_description all(opts);
-  all.add_options()("help,h", "show this help");
-  po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), *vm);
-  if (vm->count("help")) {
-    std::cout << usage << "\n" << all << "\n";
-    return false;
-  }
-  po::notify(*vm);
-  return true;
+  return cli::parse_options(argc, argv, opts, pos, usage, vm);
 }
 
 std::string human_bytes(uint64_t b) {
@@ -262,29 +252,7 @@ int cmd_inspect(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string cmd = argv[1];
-  try {
-    if (cmd == "convert") return cmd_convert(argc - 1, argv + 1);
-    if (cmd == "synth") return cmd_synth(argc - 1, argv + 1);
-    if (cmd == "validate") return cmd_validate(argc - 1, argv + 1);
-    if (cmd == "inspect") return cmd_inspect(argc - 1, argv + 1);
-    std::fprintf(stderr, "odmoe-weights: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
-    return 2;
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "odmoe-weights %s: %s\n(see odmoe-weights %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
-    return 2;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "odmoe-weights %s: %s\n(see odmoe-weights %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
-    return 2;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "odmoe-weights %s: %s\n", cmd.c_str(), e.to_string().c_str());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "odmoe-weights %s: error: %s\n", cmd.c_str(), e.what());
-    return 1;
-  }
+  return cli::dispatch("odmoe-weights", argc, argv,
+                       {{"convert", cmd_convert}, {"synth", cmd_synth}, {"validate", cmd_validate}, {"inspect", cmd_inspect}},
+                       kUsage);
 }

@@ -19,9 +19,11 @@
 #include <sstream>
 
 #include "odmoe/backend/cpu_backend.h"
+#include "odmoe/core/cli.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/memory_stats.h"
 #include "odmoe/model/model.h"
+#include "odmoe/runtime/local_engine.h"
 #include "odmoe/runtime/perplexity.h"
 #include "odmoe/runtime/sampler.h"
 #include "odmoe/tokenizer/tokenizer.h"
@@ -43,32 +45,15 @@ constexpr const char* kUsage =
     "\n"
     "`odmoe COMMAND --help` describes each command's options.\n";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using cli::UsageError;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 bool parse(int argc, char** argv, po::options_description& opts, const char* usage, po::variables_map* vm) {
-  opts.add_options()("help,h", "show this help");
-  po::store(po::command_line_parser(argc, argv).options(opts).run(), *vm);
-  if (vm->count("help")) {
-    std::cout << usage << "\n" << opts << "\n";
-    return false;
-  }
-  po::notify(*vm);
-  return true;
+  return cli::parse_options(argc, argv, opts, po::positional_options_description(), usage, vm);
 }
 
-// The model, its backend and executor, loaded once per command.
-struct Engine {
-  explicit Engine(const std::string& dir, int threads, int n_ctx)
-      : files(dir), backend(detect_cpu_isa(), threads), experts(files, backend), model(files, backend, experts, n_ctx) {}
-  ModelFiles files;
-  CpuBackend backend;
-  LocalExpertExecutor experts;
-  Model model;
-};
+using Engine = LocalEngine;
 
 void add_engine_options(po::options_description& o, std::string* model, int* threads, int* n_ctx) {
   o.add_options()("model", po::value(model)->required(), "converted model directory (odmoe-weights convert)")(
@@ -277,30 +262,8 @@ int cmd_perplexity(int argc, char** argv) {
 }
 
 int run(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string cmd = argv[1];
-  try {
-    if (cmd == "generate") return cmd_generate(argc - 1, argv + 1);
-    if (cmd == "logits") return cmd_logits(argc - 1, argv + 1);
-    if (cmd == "perplexity") return cmd_perplexity(argc - 1, argv + 1);
-    std::fprintf(stderr, "odmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
-    return 2;
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "odmoe %s: %s\n(see odmoe %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
-    return 2;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "odmoe %s: %s\n(see odmoe %s --help)\n", cmd.c_str(), e.what(), cmd.c_str());
-    return 2;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "odmoe %s: %s\n", cmd.c_str(), e.to_string().c_str());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "odmoe %s: error: %s\n", cmd.c_str(), e.what());
-    return 1;
-  }
+  return cli::dispatch("odmoe", argc, argv,
+                       {{"generate", cmd_generate}, {"logits", cmd_logits}, {"perplexity", cmd_perplexity}}, kUsage);
 }
 
 }  // namespace
