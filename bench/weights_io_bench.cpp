@@ -22,13 +22,10 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/sysinfo.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
@@ -40,9 +37,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -58,9 +53,12 @@
 #include "odmoe/weights/model_writer.h"
 #include "odmoe/weights/shard_layout.h"
 
+#include "bench_common.h"
+
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 using namespace odmoe;
+using namespace odmoe::bench;
 using layout::TensorKind;
 using layout::TensorSpec;
 using nlohmann::json;
@@ -68,120 +66,9 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kName = "odmoe-bench-weights-io";
-constexpr double kGB = 1e9;  // bandwidths are decimal: GB/s = 1e9 bytes/s, MB/s = 1e6 bytes/s
-constexpr double kMB = 1e6;
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr size_t kPage = 4096;
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// ---------------------------------------------------------------------------------------
-// Timing and statistics
-
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Seconds of a set of timed iterations; percentiles are nearest-rank.
-struct Stats {
-  size_t n = 0;
-  double min = 0, avg = 0, max = 0, p50 = 0, p99 = 0;
-};
-
-Stats summarize(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.n = v.size();
-  s.min = v.front();
-  s.max = v.back();
-  s.avg = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  auto rank = [&v](double q) {
-    const auto k = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(k, 1, v.size()) - 1];
-  };
-  s.p50 = rank(0.50);
-  s.p99 = rank(0.99);
-  return s;
-}
-
-// Runs f `warmup` times untimed, then `iters` times; f returns the seconds of one iteration.
-Stats repeat(int warmup, int iters, const std::function<double()>& f) {
-  for (int i = 0; i < warmup; ++i) f();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) t.push_back(f());
-  return summarize(std::move(t));
-}
-
-json stats_json(const Stats& s) {
-  return {{"n", s.n}, {"min_s", s.min}, {"avg_s", s.avg}, {"max_s", s.max}, {"p50_s", s.p50}, {"p99_s", s.p99}};
-}
-
-// Bandwidth of moving `bytes` per iteration: best (min time), average, worst (max time).
-struct Bandwidth {
-  double best = 0, avg = 0, worst = 0;  // GB/s
-};
-Bandwidth bandwidth(const Stats& s, double bytes) {
-  auto bw = [bytes](double t) { return t > 0 ? bytes / t / kGB : 0.0; };
-  return {bw(s.min), bw(s.avg), bw(s.max)};
-}
-
-json bandwidth_json(const Stats& s, double bytes) {
-  const Bandwidth b = bandwidth(s, bytes);
-  return {{"bytes", bytes}, {"best_GBps", b.best}, {"avg_GBps", b.avg}, {"worst_GBps", b.worst},
-          {"time", stats_json(s)}};
-}
-
-std::atomic<uint64_t> g_sink{0};  // keeps results of measured loops alive
-void sink(uint64_t v) { g_sink.fetch_xor(v, std::memory_order_relaxed); }
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0)
-    std::snprintf(buf, sizeof buf, "%.0f %s", b, units[u]);
-  else
-    std::snprintf(buf, sizeof buf, "%.2f %s", b, units[u]);
-  return buf;
-}
-
-std::string pct(double part, double whole) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.0f%%", whole > 0 ? 100.0 * part / whole : 0.0);
-  return buf;
-}
 
 // ---------------------------------------------------------------------------------------
 // Memory and files
-
-size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-// A page-aligned heap buffer.
-class Buffer {
- public:
-  explicit Buffer(size_t bytes) : size_(round_up(std::max<size_t>(bytes, 1), kPage)) {
-    data_ = static_cast<uint8_t*>(std::aligned_alloc(kPage, size_));
-    ODMOE_CHECK(data_ != nullptr, kCore, "oom", "cannot allocate " << human_bytes(static_cast<double>(size_)),
-                "lower --mem-mib, or run on a machine with more memory");
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { std::free(data_); }
-
-  uint8_t* data() { return data_; }
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  size_t size_;
-  uint8_t* data_ = nullptr;
-};
 
 class Fd {
  public:
@@ -334,199 +221,6 @@ uint64_t ru_maxrss_kib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<uint64_t>(ru.ru_maxrss);
-}
-
-// ---------------------------------------------------------------------------------------
-// The machine
-
-struct Machine {
-  std::string cpu_model;   // lscpu "Model name"
-  std::string hypervisor;  // lscpu "Hypervisor vendor", "" on bare metal
-  unsigned threads = 1;    // std::thread::hardware_concurrency
-  uint64_t ram_bytes = 0;
-  std::string llc;  // "L3 32768K" from sysfs
-  uint64_t llc_bytes = 0;
-  std::string kernel;
-  std::string work_fs;  // "ext4 on /dev/vda"
-};
-
-std::string trim(std::string s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
-
-std::map<std::string, std::string> lscpu_fields() {
-  std::map<std::string, std::string> m;
-  FILE* p = ::popen("LC_ALL=C lscpu 2>/dev/null", "r");
-  if (!p) return m;
-  char line[1024];
-  while (std::fgets(line, sizeof line, p)) {
-    const std::string s(line);
-    const auto c = s.find(':');
-    if (c != std::string::npos) m[trim(s.substr(0, c))] = trim(s.substr(c + 1));
-  }
-  ::pclose(p);
-  return m;
-}
-
-Machine probe_machine(const std::string& work_dir) {
-  Machine m;
-  auto ls = lscpu_fields();
-  m.cpu_model = ls["Model name"];
-  m.hypervisor = ls["Hypervisor vendor"];
-  if (m.cpu_model.empty()) {  // no lscpu: /proc/cpuinfo
-    std::ifstream f("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(f, line))
-      if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
-        m.cpu_model = trim(line.substr(line.find(':') + 1));
-        break;
-      }
-  }
-  m.threads = std::max(1u, std::thread::hardware_concurrency());
-  struct sysinfo si {};
-  if (::sysinfo(&si) == 0) m.ram_bytes = static_cast<uint64_t>(si.totalram) * si.mem_unit;
-  for (int i = 0; i < 8; ++i) {  // the highest cache level sysfs lists
-    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i);
-    std::ifstream lv(dir + "/level"), sz(dir + "/size");
-    std::string level, size;
-    if (!(lv >> level) || !(sz >> size)) continue;
-    m.llc = "L" + level + " " + size;
-    char* end = nullptr;
-    m.llc_bytes = std::strtoull(size.c_str(), &end, 10);
-    if (*end == 'K') m.llc_bytes <<= 10;
-    if (*end == 'M') m.llc_bytes <<= 20;
-  }
-  utsname u{};
-  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
-  // Filesystem of the work dir: the longest mount point that is a prefix of its path.
-  std::error_code ec;
-  const std::string canon = fs::canonical(work_dir, ec).string();
-  std::ifstream mounts("/proc/mounts");
-  std::string dev, mnt, type, rest;
-  size_t best = 0;
-  while (mounts >> dev >> mnt >> type && std::getline(mounts, rest)) {
-    const bool prefix = canon.rfind(mnt, 0) == 0 && (mnt == "/" || canon.size() == mnt.size() || canon[mnt.size()] == '/');
-    if (prefix && mnt.size() >= best) {
-      best = mnt.size();
-      m.work_fs = type + " on " + dev + " (mounted at " + mnt + ")";
-    }
-  }
-  return m;
-}
-
-// ---------------------------------------------------------------------------------------
-// [1] Memory bandwidth
-
-struct MemoryResult {
-  uint64_t bytes = 0;  // per buffer
-  int threads = 1;
-  Stats copy_1, copy_n, read_1, read_n, crc_1;
-  uint64_t crc_bytes = 0;
-  double first_touch_s = 0;  // memset of both buffers right after allocation: page faults included
-  // Bytes moved per iteration, counted as STREAM does (copy: read + write).
-  double copy_bytes() const { return 2.0 * static_cast<double>(bytes); }
-  // What one thread copying B bytes achieves, in bytes copied per second (half of STREAM's figure).
-  double memcpy_1_GBps() const { return bandwidth(copy_1, copy_bytes()).best / 2; }
-  double read_n_GBps() const { return bandwidth(read_n, static_cast<double>(bytes)).best; }
-  double crc_GBps() const { return bandwidth(crc_1, static_cast<double>(crc_bytes)).best; }
-};
-
-template <typename Body>
-double timed_parallel(int n_threads, size_t bytes, const Body& body) {
-  const size_t per = bytes / static_cast<size_t>(n_threads) / kPage * kPage;
-  std::vector<std::thread> pool;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < n_threads; ++i) {
-    const size_t b = per * static_cast<size_t>(i);
-    const size_t e = i + 1 == n_threads ? bytes : b + per;
-    pool.emplace_back([&body, b, e] { body(b, e); });
-  }
-  for (auto& t : pool) t.join();
-  return since(t0);
-}
-
-uint64_t sum_words(const uint8_t* p, size_t n) {
-  const auto* w = reinterpret_cast<const uint64_t*>(p);
-  const size_t nw = n / 8;
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  size_t i = 0;
-  for (; i + 4 <= nw; i += 4) {
-    s0 += w[i];
-    s1 += w[i + 1];
-    s2 += w[i + 2];
-    s3 += w[i + 3];
-  }
-  for (; i < nw; ++i) s0 += w[i];
-  return s0 + s1 + s2 + s3;
-}
-
-MemoryResult bench_memory(uint64_t bytes, int threads, int warmup, int iters) {
-  MemoryResult r;
-  r.bytes = bytes;
-  r.threads = threads;
-  Buffer src(bytes), dst(bytes);
-  // First touch outside the timed loops (page faults are not memory bandwidth), timed on its
-  // own: it is what writing into fresh memory costs (new page-cache pages included).
-  r.first_touch_s = timed_parallel(threads, bytes, [&](size_t b, size_t e) {
-    std::memset(src.data() + b, 0x5a, e - b);
-    std::memset(dst.data() + b, 0xa5, e - b);
-  });
-  auto copy = [&](int n) {
-    return timed_parallel(n, bytes, [&](size_t b, size_t e) { std::memcpy(dst.data() + b, src.data() + b, e - b); });
-  };
-  auto read = [&](int n) {
-    return timed_parallel(n, bytes, [&](size_t b, size_t e) { sink(sum_words(src.data() + b, e - b)); });
-  };
-  r.copy_1 = repeat(warmup, iters, [&] { return copy(1); });
-  r.copy_n = threads > 1 ? repeat(warmup, iters, [&] { return copy(threads); }) : r.copy_1;
-  r.read_1 = repeat(warmup, iters, [&] { return read(1); });
-  r.read_n = threads > 1 ? repeat(warmup, iters, [&] { return read(threads); }) : r.read_1;
-  r.crc_bytes = std::min<uint64_t>(bytes, 256 * kMiB);
-  r.crc_1 = repeat(warmup, iters, [&] {
-    const auto t0 = Clock::now();
-    sink(crc32c(0, src.data(), r.crc_bytes));
-    return since(t0);
-  });
-  return r;
-}
-
-void print_memory(const MemoryResult& r, const Machine& m) {
-  std::printf("#\n# [1] memory bandwidth: STREAM-style over %s buffers (LLC %s), best of the timed iterations\n",
-              human_bytes(static_cast<double>(r.bytes)).c_str(), m.llc.empty() ? "?" : m.llc.c_str());
-  std::printf("#   copy counts read + write bytes (as STREAM does); read = sum of 64-bit words; crc32c = odmoe::crc32c\n");
-  std::printf("#  %-22s %7s %12s %10s %10s %10s\n", "test", "threads", "bytes/iter", "best GB/s", "avg GB/s",
-              "worst GB/s");
-  auto row = [](const char* name, int threads, const Stats& s, double bytes) {
-    const Bandwidth b = bandwidth(s, bytes);
-    std::printf("   %-22s %7d %12.0f %10.2f %10.2f %10.2f\n", name, threads, bytes, b.best, b.avg, b.worst);
-  };
-  row("copy (memcpy)", 1, r.copy_1, r.copy_bytes());
-  if (r.threads > 1) row("copy (memcpy)", r.threads, r.copy_n, r.copy_bytes());
-  row("read (sum)", 1, r.read_1, static_cast<double>(r.bytes));
-  if (r.threads > 1) row("read (sum)", r.threads, r.read_n, static_cast<double>(r.bytes));
-  row("crc32c", 1, r.crc_1, static_cast<double>(r.crc_bytes));
-  std::printf("   %-22s %7d %12.0f %10.2f %10s %10s   (once: page faults of fresh memory, both buffers)\n",
-              "first touch (memset)", r.threads, 2.0 * static_cast<double>(r.bytes),
-              2.0 * static_cast<double>(r.bytes) / r.first_touch_s / kGB, "-", "-");
-  std::printf("#  one thread copies %.2f GB/s of payload (half the STREAM figure): the limit of a warm expert copy\n",
-              r.memcpy_1_GBps());
-  std::fflush(stdout);
-}
-
-json memory_json(const MemoryResult& r) {
-  return {{"buffer_bytes", r.bytes},
-          {"threads", r.threads},
-          {"note", "copy counts read + write bytes (STREAM convention); best = bytes / min time"},
-          {"copy_1_thread", bandwidth_json(r.copy_1, r.copy_bytes())},
-          {"copy_n_threads", bandwidth_json(r.copy_n, r.copy_bytes())},
-          {"read_1_thread", bandwidth_json(r.read_1, static_cast<double>(r.bytes))},
-          {"read_n_threads", bandwidth_json(r.read_n, static_cast<double>(r.bytes))},
-          {"crc32c_1_thread", bandwidth_json(r.crc_1, static_cast<double>(r.crc_bytes))},
-          {"first_touch_memset", {{"bytes", 2 * r.bytes}, {"threads", r.threads}, {"seconds", r.first_touch_s},
-                                  {"GBps", 2.0 * static_cast<double>(r.bytes) / r.first_touch_s / kGB}}},
-          {"memcpy_1_thread_payload_GBps", r.memcpy_1_GBps()}};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1313,10 +1007,7 @@ int run(const Options& o, const std::string& command_line) {
   std::printf("# %s %s: %s, %d of %d layers, converted to %s; %d timed iterations after %d warm-up\n", kName,
               ODMOE_VERSION, o.arch.c_str(), o.layers, all_layers, dtype_name(o.dtype), o.iters, o.warmup);
   std::printf("# command: %s\n", command_line.c_str());
-  std::printf("# machine: %s%s%s, %u hardware threads, %s RAM, %s cache, %s\n", m.cpu_model.c_str(),
-              m.hypervisor.empty() ? "" : ", guest of ", m.hypervisor.c_str(), m.threads,
-              human_bytes(static_cast<double>(m.ram_bytes)).c_str(), m.llc.empty() ? "?" : m.llc.c_str(),
-              m.kernel.c_str());
+  std::printf("# machine: %s\n", describe_machine(m).c_str());
   std::printf("# work dir: %s on %s\n", scratch.path().c_str(), m.work_fs.c_str());
   std::printf("# model: %s\n", cfg.to_string().c_str());
   std::printf("#   %.1f MB as BF16 safetensors, %.1f MB converted to %s; %d x %d experts of 3 x [%d, %d]\n",
@@ -1355,10 +1046,7 @@ int run(const Options& o, const std::string& command_line) {
     out["command"] = command_line;
     out["seconds"] = total_s;
     out["units"] = "GBps = 1e9 bytes/s, MBps = 1e6 bytes/s, times in seconds unless named _ms";
-    out["machine"] = {{"cpu_model_lscpu", m.cpu_model}, {"hypervisor", m.hypervisor},
-                      {"hardware_threads", m.threads},  {"ram_bytes", m.ram_bytes},
-                      {"last_level_cache", m.llc},      {"kernel", m.kernel},
-                      {"work_dir_filesystem", m.work_fs}};
+    out["machine"] = machine_json(m);
     out["options"] = {{"arch", o.arch},       {"layers", o.layers},   {"dtype", dtype_name(o.dtype)},
                       {"iters", o.iters},     {"warmup", o.warmup},   {"experts", o.experts},
                       {"mem_mib", o.mem_mib}, {"disk_mib", o.disk_mib}, {"seed", o.seed}};

@@ -254,6 +254,7 @@ void Model::attention(int l, const float* h, size_t n, float* out) {
     for (int j = start; j <= pos; ++j) {
       const float* kr = kc + static_cast<size_t>(j) * kv_dim + kvh * hd;
       float s = 0;
+#pragma omp simd reduction(+ : s)
       for (size_t i = 0; i < hd; ++i) s += q[i] * kr[i];
       s *= scale;
       sc[static_cast<size_t>(j - start)] = s;
@@ -265,6 +266,7 @@ void Model::attention(int l, const float* h, size_t n, float* out) {
     for (int j = start; j <= pos; ++j) {
       const float w = sc[static_cast<size_t>(j - start)] / sum;
       const float* vr = vc + static_cast<size_t>(j) * kv_dim + kvh * hd;
+#pragma omp simd
       for (size_t i = 0; i < hd; ++i) o[i] += w * vr[i];
     }
   }
