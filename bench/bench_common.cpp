@@ -470,4 +470,29 @@ TestMatrix::TestMatrix(DType dtype, size_t rows, size_t cols, uint64_t seed) {
   view = WeightView{dtype, rows, cols, data->data(), scales.empty() ? nullptr : scales.data()};
 }
 
+int guarded_main(const char* name, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", name, e.what(), name);
+    return 2;
+  } catch (const boost::program_options::error& e) {
+    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", name, e.what(), name);
+    return 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.to_string().c_str());
+    return e.subsystem() == Subsystem::kCli ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return 1;
+  }
+}
+
+void write_json(const std::string& path, const json& j) {
+  std::ofstream f(path);
+  f << j.dump(2) << "\n";
+  f.close();
+  ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << path, "check the path given to --json");
+}
+
 }  // namespace odmoe::bench

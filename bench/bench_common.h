@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "odmoe/backend/backend.h"
+#include "odmoe/core/cli.h"
 #include "odmoe/core/dtype.h"
 
 namespace odmoe::bench {
@@ -30,9 +31,13 @@ constexpr uint64_t kMiB = 1ull << 20;
 constexpr size_t kPage = 4096;
 
 // A bad command line (exit status 2).
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using cli::UsageError;
+
+// Runs a benchmark's body and maps failures to an exit status and one message:
+// 2 for a bad command line, 1 for any other error.
+int guarded_main(const char* name, const std::function<int()>& body);
+// Writes `j` (indented) to `path`; throws odmoe::Error if the file cannot be written.
+void write_json(const std::string& path, const json& j);
 
 // ---------------------------------------------------------------------------------------
 // Timing and statistics

@@ -1090,10 +1090,7 @@ int run(const Options& o, const std::string& command_line) {
           {"cold", bandwidth_json(va.cold, vb)},
           {"warm", bandwidth_json(va.warm, vb)}}}};
     out["expert_read"] = experts_json(ex, disk, mem);
-    std::ofstream f(o.json_path);
-    f << out.dump(2) << "\n";
-    f.close();
-    ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << o.json_path, "check the path given to --json");
+    write_json(o.json_path, out);
     std::printf("# wrote %s\n", o.json_path.c_str());
   }
   return 0;
@@ -1104,21 +1101,9 @@ int run(const Options& o, const std::string& command_line) {
 int main(int argc, char** argv) {
   std::string command_line = kName;
   for (int i = 1; i < argc; ++i) command_line += std::string(" ") + argv[i];
-  try {
+  return guarded_main(kName, [&] {
     Options o;
     if (!parse_options(argc, argv, &o)) return 0;
     return run(o, command_line);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", kName, e.what(), kName);
-    return 2;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "%s: %s\n(see %s --help)\n", kName, e.what(), kName);
-    return 2;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "%s: %s\n", kName, e.to_string().c_str());
-    return e.subsystem() == Subsystem::kCli ? 2 : 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", kName, e.what());
-    return 1;
-  }
+  });
 }
