@@ -49,14 +49,21 @@ void expect_logits(const Golden& g, const std::vector<float>& all, size_t vocab,
   }
 }
 
-class Golden4Arch : public ::testing::TestWithParam<std::string> {};
+// Each test: the fixture's golden data and its f32 conversion loaded in a LocalEngine.
+class Golden4Arch : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    g = load_golden(GetParam());
+    test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
+    eng = std::make_unique<LocalEngine>(tmp.str("m"));
+  }
+  Golden g;
+  test::TempDir tmp;
+  std::unique_ptr<LocalEngine> eng;
+};
 
 TEST_P(Golden4Arch, PrefillLogitsMatchTransformers) {
-  const Golden g = load_golden(GetParam());
-  test::TempDir tmp;
-  test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
-  LocalEngine eng(tmp.str("m"));
-  Model& model = eng.model;
+  Model& model = eng->model;
   std::vector<float> logits;
   model.forward(g.ids.data(), g.ids.size(), true, &logits);
   const size_t V = static_cast<size_t>(model.config().vocab_size);
@@ -68,11 +75,7 @@ TEST_P(Golden4Arch, PrefillLogitsMatchTransformers) {
 }
 
 TEST_P(Golden4Arch, DecodeOneTokenAtATimeMatchesToo) {
-  const Golden g = load_golden(GetParam());
-  test::TempDir tmp;
-  test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
-  LocalEngine eng(tmp.str("m"));
-  Model& model = eng.model;
+  Model& model = eng->model;
   const size_t V = static_cast<size_t>(model.config().vocab_size);
   // A prompt of 33 in one batch, then every further token alone through the KV cache.
   std::vector<float> all(g.ids.size() * V), step;
@@ -86,11 +89,7 @@ TEST_P(Golden4Arch, DecodeOneTokenAtATimeMatchesToo) {
 }
 
 TEST_P(Golden4Arch, GreedyContinuationEqualsTransformersGenerate) {
-  const Golden g = load_golden(GetParam());
-  test::TempDir tmp;
-  test::convert_fixture(GetParam(), tmp.str("m"), DType::kF32);
-  LocalEngine eng(tmp.str("m"));
-  Model& model = eng.model;
+  Model& model = eng->model;
   std::vector<float> logits;
   model.forward(g.greedy_prompt.data(), g.greedy_prompt.size(), false, &logits);
   std::vector<int32_t> out;
