@@ -18,7 +18,11 @@ namespace odmoe {
 namespace {
 
 const std::string kWeights = ODMOE_WEIGHTS_BIN;
+#ifdef ODMOE_CHILD_ENV
+const std::string kOdmoe = std::string(ODMOE_CHILD_ENV) + " " + ODMOE_CLI_BIN;
+#else
 const std::string kOdmoe = ODMOE_CLI_BIN;
+#endif
 const std::string kModelSrc = std::string(ODMOE_SOURCE_DIR) + "/weights-tools/models/shakespeare-mixtral";
 
 // One conversion per dtype for the whole suite.
