@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <numeric>
 #include <random>
 
@@ -494,5 +495,35 @@ void write_json(const std::string& path, const json& j) {
   f.close();
   ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << path, "check the path given to --json");
 }
+
+std::vector<DType> parse_dtype_list(const std::string& csv) {
+  std::vector<DType> out;
+  std::stringstream ss(csv);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto dt = parse_dtype(trim(item));
+    if (!dt) throw UsageError("--dtypes: '" + item + "' is not one of f32, bf16, f16, int8, int4");
+    out.push_back(*dt);
+  }
+  if (out.empty()) throw UsageError("--dtypes is empty");
+  return out;
+}
+
+ScratchDir::ScratchDir(const std::string& name, const std::string& parent, bool keep) : keep_(keep) {
+  namespace fs = std::filesystem;
+  ODMOE_CHECK(fs::is_directory(parent), kCli, "work-dir", "--work-dir " << parent << " is not a directory",
+              "create it first; the bench makes (and removes) its own subdirectory in it");
+  path_ = (fs::path(parent) / (name + "." + std::to_string(::getpid()))).string();
+  std::error_code ec;
+  ODMOE_CHECK(fs::create_directory(path_, ec) && !ec, kIo, "work-dir",
+              "cannot create " << path_ << (ec ? ": " + ec.message() : ": it already exists"), "");
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  if (!keep_) std::filesystem::remove_all(path_, ec);
+}
+
+std::string ScratchDir::sub(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
 
 }  // namespace odmoe::bench

@@ -106,6 +106,24 @@ struct Machine {
 };
 
 std::string trim(std::string s);
+// "bf16,int8" -> dtypes; throws UsageError naming a bad item or an empty list.
+std::vector<DType> parse_dtype_list(const std::string& csv);
+
+// The bench's own directory `<parent>/<name>.<pid>`; removed (with everything in it) at the
+// end unless `keep`. Throws if `parent` is not a directory.
+class ScratchDir {
+ public:
+  ScratchDir(const std::string& name, const std::string& parent, bool keep);
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  ~ScratchDir();
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& name) const;
+
+ private:
+  std::string path_;
+  bool keep_ = false;
+};
 std::map<std::string, std::string> lscpu_fields();
 Machine probe_machine(const std::string& work_dir);
 // "AMD EPYC, guest of KVM, 2 hardware threads, 23.47 GiB RAM, L3 32768K cache, Linux ..."

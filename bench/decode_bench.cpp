@@ -70,30 +70,6 @@ namespace {
 constexpr const char* kName = "odmoe-bench-decode";
 constexpr double kTarget = 0.75;  // the target: decode reads weights at >= 75% of the read bandwidth
 
-// The bench's own directory under --work-dir; removed (with everything in it) at the end.
-class ScratchDir {
- public:
-  ScratchDir(const std::string& parent, bool keep) : keep_(keep) {
-    ODMOE_CHECK(fs::is_directory(parent), kCli, "work-dir", "--work-dir " << parent << " is not a directory",
-                "create it first; the bench makes (and removes) its own subdirectory in it");
-    path_ = (fs::path(parent) / (std::string(kName) + "." + std::to_string(::getpid()))).string();
-    std::error_code ec;
-    ODMOE_CHECK(fs::create_directory(path_, ec) && !ec, kIo, "work-dir",
-                "cannot create " << path_ << (ec ? ": " + ec.message() : ": it already exists"), "");
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!keep_) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-  bool keep_ = false;
-};
 
 // Stored bytes of a tensor (data + scales) in the dtype the model keeps it in.
 uint64_t stored_bytes(const TensorSpec& s, DType weight_dtype) {
@@ -836,15 +812,7 @@ bool parse_options(int argc, char** argv, Options* o) {
     return false;
   }
   po::notify(vm);
-  o->dtypes.clear();
-  std::stringstream ss(o->dtypes_s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto dt = parse_dtype(trim(item));
-    if (!dt) throw UsageError("--dtypes: '" + item + "' is not one of f32, bf16, f16, int8, int4");
-    o->dtypes.push_back(*dt);
-  }
-  if (o->dtypes.empty()) throw UsageError("--dtypes is empty");
+  o->dtypes = parse_dtype_list(o->dtypes_s);
   if (!synth_arch_config_json(o->arch)) throw UsageError("--arch must be one of: " + arch_names + " (got '" + o->arch + "')");
   if (o->layers < 1) throw UsageError("--layers must be >= 1");
   if (o->d.prompt_tokens < 1) throw UsageError("--prompt-tokens must be >= 1");
@@ -892,7 +860,7 @@ int run(const Options& o, const std::string& command_line) {
               "the model (" << human_bytes(static_cast<double>(largest)) << " in its largest dtype) or the memory test ("
                             << human_bytes(2.0 * static_cast<double>(mem_bytes)) << ") needs more than this machine's memory allows",
               "lower --layers or --mem-mib");
-  ScratchDir scratch(o.work_dir, o.d.keep);
+  ScratchDir scratch(kName, o.work_dir, o.d.keep);
   std::error_code ec;
   const auto space = fs::space(scratch.path(), ec);
   ODMOE_CHECK(ec || space.available >= largest + 64 * kMiB, kIo, "disk-full",

@@ -591,15 +591,7 @@ bool parse_options(int argc, char** argv, Options* o) {
     return false;
   }
   po::notify(vm);
-  o->dtypes.clear();
-  std::stringstream ss(o->dtypes_s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto dt = parse_dtype(trim(item));
-    if (!dt) throw UsageError("--dtypes: '" + item + "' is not one of f32, bf16, f16, int8, int4");
-    o->dtypes.push_back(*dt);
-  }
-  if (o->dtypes.empty()) throw UsageError("--dtypes is empty");
+  o->dtypes = parse_dtype_list(o->dtypes_s);
   if (o->cols < 32) throw UsageError("--cols must be >= 32");
   if (o->mem_mib < 16) throw UsageError("--mem-mib must be >= 16");
   if (threads < 0) throw UsageError("--threads must be >= 0");

@@ -175,30 +175,6 @@ void write_text_file(const fs::path& p, const std::string& text) {
   ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << p.string(), "");
 }
 
-// The bench's own directory under --work-dir; removed (with everything in it) at the end.
-class ScratchDir {
- public:
-  ScratchDir(const std::string& parent, bool keep) : keep_(keep) {
-    ODMOE_CHECK(fs::is_directory(parent), kCli, "work-dir", "--work-dir " << parent << " is not a directory",
-                "create it first; the bench makes (and removes) its own subdirectory in it");
-    path_ = (fs::path(parent) / (std::string(kName) + "." + std::to_string(::getpid()))).string();
-    std::error_code ec;
-    ODMOE_CHECK(fs::create_directory(path_, ec) && !ec, kIo, "work-dir",
-                "cannot create " << path_ << (ec ? ": " + ec.message() : ": it already exists"), "");
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!keep_) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-  bool keep_ = false;
-};
 
 // Resident set size figures of /proc/self/status in KiB ("VmRSS", "VmHWM"); 0 if unreadable.
 uint64_t proc_status_kib(const std::string& key) {
@@ -994,7 +970,7 @@ int run(const Options& o, const std::string& command_line) {
               "--mem-mib " << o.mem_mib << " needs 2 buffers of " << human_bytes(static_cast<double>(mem_bytes))
                            << ", more than this machine's memory allows",
               "lower --mem-mib");
-  ScratchDir scratch(o.work_dir, o.keep);
+  ScratchDir scratch(kName, o.work_dir, o.keep);
   // At most at once: the disk test's file, or the checkpoint with two conversions of it.
   const uint64_t need = std::max(o.disk_mib * kMiB, st_bytes + 2 * conv_bytes) + 64 * kMiB;
   std::error_code ec;
