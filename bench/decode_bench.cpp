@@ -294,7 +294,7 @@ struct OpAcc {
 
 struct OpTimes {
   OpAcc op[kNumOps];
-  OpAcc executor;  // ExpertExecutor::run, wall time (its matmuls and swiglu included)
+  OpAcc executor;  // ExpertExecutor::submit + collect, wall time (its matmuls and swiglu included)
   double matmul_seconds() const {
     double s = 0;
     for (int c : {kOpAttention, kOpRouter, kOpExperts, kOpShared, kOpLmHead}) s += op[c].seconds;
@@ -313,7 +313,7 @@ struct OpTimes {
 };
 
 // Forwards every op to the real backend and accumulates its time (and, for matmuls, the
-// weight bytes) per class. A matmul is classified by who calls it: inside ExpertExecutor::run
+// weight bytes) per class. A matmul is classified by who calls it: inside ExpertExecutor::submit
 // it belongs to a routed expert; otherwise by its shape.
 class TimingBackend final : public Backend {
  public:
@@ -370,14 +370,18 @@ class TimingBackend final : public Backend {
 class TimingExecutor final : public ExpertExecutor {
  public:
   TimingExecutor(ExpertExecutor& inner, TimingBackend& be) : inner_(inner), be_(be) {}
-  void run(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights,
-           float* out) override {
+  void submit(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override {
     be_.in_experts = true;
     const auto t0 = Clock::now();
-    inner_.run(layer_idx, h, n, k, ids, weights, out);
+    inner_.submit(layer_idx, h, n, k, ids, weights);
+    be_.times.executor.seconds += since(t0);
+    be_.in_experts = false;
+  }
+  void collect(float* out) override {
+    const auto t0 = Clock::now();
+    inner_.collect(out);
     be_.times.executor.seconds += since(t0);
     ++be_.times.executor.calls;
-    be_.in_experts = false;
   }
 
  private:

@@ -1,12 +1,15 @@
 // odmoe: run a converted model.
 //
-//   odmoe generate --model DIR --prompt TEXT [--max-new-tokens K] [--temperature T --top-k K --top-p P --seed S]
-//                  [--stats-json FILE] [--threads N] [--n-ctx N]
-//   odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]
-//   odmoe perplexity --model DIR --text FILE [--context 256] [--json FILE]
+//   [mpirun -np N] odmoe generate --model DIR --prompt TEXT [--max-new-tokens K]
+//                  [--temperature T --top-k K --top-p P --seed S] [--stats-json FILE] [--trace FILE]
+//                  [--save-routing FILE] [distributed options]
+//   [mpirun -np N] odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]
+//   [mpirun -np N] odmoe perplexity --model DIR --text FILE [--context 256] [--json FILE]
 //
-// Runs as one process (directly or `mpirun -np 1`). Exit status: 0 success, 1 error (the
-// message says what was wrong and how to fix it), 2 bad command line.
+// One process runs everything; with mpirun -np N (N >= 2) rank 0 is main and ranks 1..N-1
+// are expert ranks (--mode, --predictor, --groups, --placement, ...). Exit status: 0
+// success, 1 error (the message says what was wrong and how to fix it; every rank is
+// brought down), 2 bad command line.
 #include <mpi.h>
 
 #include <boost/program_options.hpp>
@@ -23,7 +26,7 @@
 #include "odmoe/core/error.h"
 #include "odmoe/core/memory_stats.h"
 #include "odmoe/model/model.h"
-#include "odmoe/runtime/local_engine.h"
+#include "odmoe/runtime/engine.h"
 #include "odmoe/runtime/perplexity.h"
 #include "odmoe/runtime/sampler.h"
 #include "odmoe/tokenizer/tokenizer.h"
@@ -53,13 +56,57 @@ bool parse(int argc, char** argv, po::options_description& opts, const char* usa
   return cli::parse_options(argc, argv, opts, po::positional_options_description(), usage, vm);
 }
 
-using Engine = LocalEngine;
+// Options every command shares: the model, and how a distributed run is laid out.
+struct EngineArgs {
+  EngineOptions eo;
+  std::string mode = "on-demand", placement = "replicated", progress = "auto", trace;
 
-void add_engine_options(po::options_description& o, std::string* model, int* threads, int* n_ctx) {
-  o.add_options()("model", po::value(model)->required(), "converted model directory (odmoe-weights convert)")(
-      "threads", po::value(threads)->default_value(0), "CPU threads (0: all cores)")(
-      "n-ctx", po::value(n_ctx)->default_value(0), "context length (0: the model's maximum)");
-}
+  void add(po::options_description& o) {
+    dist::DistOptions& d = eo.dist;
+    o.add_options()("model", po::value(&eo.model_dir)->required(), "converted model directory (odmoe-weights convert)")(
+        "threads", po::value(&eo.threads)->default_value(0), "CPU threads per rank (0: the node's cores shared by its ranks)")(
+        "n-ctx", po::value(&eo.n_ctx)->default_value(0), "context length (0: the model's maximum)");
+    po::options_description dd("distributed options (mpirun -np N, N >= 2: rank 0 main, ranks 1..N-1 expert ranks)");
+    dd.add_options()("mode", po::value(&mode)->default_value(mode),
+                     "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped after")(
+        "predictor", po::value(&d.predictor)->default_value(d.predictor),
+        "on-demand: none (load after routing) | oracle (replay --routing-trace)")(
+        "routing-trace", po::value(&d.routing_trace), "oracle: a trace recorded with generate --save-routing")(
+        "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
+        "placement", po::value(&placement)->default_value(placement),
+        "expert store: replicated (every node maps every shard) | sharded (shards spread over nodes)")(
+        "replicas", po::value(&d.store.replicas)->default_value(1), "sharded: nodes holding each shard")(
+        "timeout", po::value(&d.timeout_s)->default_value(d.timeout_s), "seconds any rank waits for another before failing")(
+        "startup-timeout", po::value(&d.startup_timeout_s)->default_value(d.startup_timeout_s),
+        "seconds allowed for start-up (mapping shards, loading the model)")(
+        "load-gbps", po::value(&d.load_gbps)->default_value(0.0),
+        "EMULATION: cap each expert rank's pulls at this many Gbit/s (an edge device's link); 0: off")(
+        "prefill-batch", po::value(&d.prefill_batch)->default_value(d.prefill_batch), "most tokens per expert message in prefill")(
+        "verify-pulls", po::bool_switch(&d.verify_pulls), "check the checksum of every pulled expert")(
+        "progress-thread", po::value(&progress)->default_value(progress),
+        "expert store progress thread: auto (when the job spans nodes) | on | off")(
+        "trace", po::value(&trace), "write a Chrome/Perfetto trace-event file (one track per rank)");
+    o.add(dd);
+  }
+  // Checks the values and fills the enums; UsageError on a bad one.
+  void finalize() {
+    dist::DistOptions& d = eo.dist;
+    d.mode = dist::parse_mode(mode);
+    d.store.placement = dist::parse_store_placement(placement);
+    if (progress == "auto") d.store.progress_thread = -1;
+    else if (progress == "on") d.store.progress_thread = 1;
+    else if (progress == "off") d.store.progress_thread = 0;
+    else throw UsageError("--progress-thread must be auto, on or off");
+    if (d.predictor != "none" && d.predictor != "oracle")
+      throw UsageError("--predictor must be none or oracle (the shadow predictor is not built yet)");
+    if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw UsageError("--timeout and --startup-timeout must be > 0");
+    if (d.load_gbps < 0) throw UsageError("--load-gbps must be >= 0");
+    if (d.prefill_batch < 8) throw UsageError("--prefill-batch must be at least 8");
+    if (d.store.replicas < 1) throw UsageError("--replicas must be at least 1");
+    if (d.groups < 0) throw UsageError("--groups must be >= 0");
+    d.trace = !trace.empty();
+  }
+};
 
 std::vector<int32_t> eos_ids(const ModelFiles& files, const Tokenizer& tok) {
   std::vector<int32_t> ids(files.config().eos_token_ids.begin(), files.config().eos_token_ids.end());
@@ -69,25 +116,32 @@ std::vector<int32_t> eos_ids(const ModelFiles& files, const Tokenizer& tok) {
 
 int cmd_generate(int argc, char** argv) {
   po::options_description o("generate options");
-  std::string model_dir, prompt, stats_path;
-  int threads = 0, n_ctx = 0, max_new = 128;
+  std::string prompt, stats_path, routing_path;
+  int max_new = 128;
   SamplerConfig sc;
-  add_engine_options(o, &model_dir, &threads, &n_ctx);
+  EngineArgs ea;
+  ea.add(o);
   o.add_options()("prompt", po::value(&prompt)->required(), "prompt text (UTF-8)")(
       "max-new-tokens", po::value(&max_new)->default_value(128), "stop after this many new tokens")(
       "temperature", po::value(&sc.temperature)->default_value(0.0f), "0: greedy; > 0: sample")(
       "top-k", po::value(&sc.top_k)->default_value(0), "sample among the k most likely tokens (0: all)")(
       "top-p", po::value(&sc.top_p)->default_value(1.0f), "nucleus sampling threshold (1: off)")(
       "seed", po::value(&sc.seed)->default_value(0), "random seed for sampling")(
-      "stats-json", po::value(&stats_path), "write timing and memory figures as JSON to this file");
+      "stats-json", po::value(&stats_path), "write timing and memory figures as JSON to this file")(
+      "save-routing", po::value(&routing_path), "record every layer's routing per step (for --predictor oracle)");
   po::variables_map vm;
-  if (!parse(argc, argv, o, "usage: odmoe generate --model DIR --prompt TEXT [options]", &vm)) return 0;
+  if (!parse(argc, argv, o, "usage: [mpirun -np N] odmoe generate --model DIR --prompt TEXT [options]", &vm)) return 0;
   if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
   sc.validate();
+  ea.finalize();
+  const int n_ctx = ea.eo.n_ctx;
+  const std::string& model_dir = ea.eo.model_dir;
 
   const auto t_load = Clock::now();
-  Engine eng(model_dir, threads, n_ctx);
-  const Tokenizer tok = Tokenizer::from_json(eng.files.tokenizer_json());
+  std::unique_ptr<Engine> engine = Engine::open(ea.eo);
+  if (!engine) return 0;  // an expert rank: main has finished
+  Engine& eng = *engine;
+  const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
   const double load_s = seconds_since(t_load);
 
   size_t bad = 0;
@@ -96,12 +150,12 @@ int cmd_generate(int argc, char** argv) {
   ODMOE_CHECK(!prompt.empty(), kCli, "bad-prompt", "the prompt is empty", "give --prompt some text");
   const std::vector<int32_t> ids = tok.encode(prompt, true);
   ODMOE_CHECK(!ids.empty(), kCli, "bad-prompt", "the prompt encodes to no tokens", "");
-  const int ctx = eng.model.n_ctx();
+  const int ctx = eng.model().n_ctx();
   ODMOE_CHECK(static_cast<int>(ids.size()) < ctx, kCli, "prompt-too-long",
               "the prompt is " << ids.size() << " tokens; the context holds " << ctx,
               "shorten the prompt" << (n_ctx > 0 ? " or raise --n-ctx" : ""));
   const int budget = std::min(max_new, ctx - static_cast<int>(ids.size()));
-  const std::vector<int32_t> eos = eos_ids(eng.files, tok);
+  const std::vector<int32_t> eos = eos_ids(eng.files(), tok);
 
   Sampler sampler(sc);
   StreamDecoder stream(tok);
@@ -109,9 +163,24 @@ int cmd_generate(int argc, char** argv) {
   std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
   std::vector<float> logits;
+  dist::RoutingTrace routing;
+  const ModelConfig& mc = eng.model().config();
+  routing.model_uid = eng.files().header().model_uid;
+  routing.n_layer = mc.n_layer;
+  routing.n_expert = mc.n_expert;
+  routing.top_k = mc.n_expert_used;
+  routing.prompt = ids;
+  auto record = [&](const int32_t* toks, size_t n) {
+    if (routing_path.empty()) return;
+    dist::RoutingTrace::Step st;
+    st.tokens.assign(toks, toks + n);
+    for (int l = 0; l < mc.n_layer; ++l) st.layers.push_back(eng.model().last_routing(l));
+    routing.steps.push_back(std::move(st));
+  };
   const auto t0 = Clock::now();
-  eng.model.forward(ids.data(), ids.size(), false, &logits);
+  eng.model().forward(ids.data(), ids.size(), false, &logits);
   const double prefill_s = seconds_since(t0);
+  record(ids.data(), ids.size());
   int n_gen = 0;
   std::string stop = "max-new-tokens";
   const auto t1 = Clock::now();
@@ -125,7 +194,8 @@ int cmd_generate(int argc, char** argv) {
     std::fputs(stream.push(next).c_str(), stdout);
     std::fflush(stdout);
     if (n_gen == budget) break;
-    eng.model.forward(&next, 1, false, &logits);
+    eng.model().forward(&next, 1, false, &logits);
+    record(&next, 1);
   }
   const double decode_s = seconds_since(t1);
   std::fputs(stream.flush().c_str(), stdout);
@@ -135,17 +205,30 @@ int cmd_generate(int argc, char** argv) {
   // n_gen tokens were sampled; n_gen - 1 forward passes followed the prefill.
   const int decode_steps = std::max(0, n_gen - 1);
   const double decode_tps = decode_steps > 0 ? decode_steps / decode_s : 0.0;
+  const nlohmann::json run = eng.finish(ea.trace);
+  if (!routing_path.empty()) routing.save(routing_path);
   std::fprintf(stderr,
                "[odmoe] prompt %zu tokens, prefill %.3f s (%.1f tok/s), TTFT %.3f s; generated %d tokens, decode %.1f "
-               "tok/s; stop: %s; peak RSS %.1f MiB; %s, %s\n",
+               "tok/s; stop: %s; peak RSS %.1f MiB; %s; %s\n",
                ids.size(), prefill_s, static_cast<double>(ids.size()) / prefill_s, prefill_s, n_gen, decode_tps,
-               stop.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20), eng.backend.to_string().c_str(),
+               stop.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20), eng.describe().c_str(),
                sc.to_string().c_str());
+  if (run.contains("timing")) {
+    const auto& t = run["timing"];
+    std::fprintf(stderr,
+                 "[odmoe] expert ranks: %.1f MiB pulled, load %.3f s, stall %.3f s (%.0f%% of load time hidden), "
+                 "compute %.3f s; predictor %s recall %.3f\n",
+                 t["workers_bytes_pulled"].get<double>() / (1 << 20), t["workers_load_seconds"].get<double>(),
+                 t["workers_stall_seconds"].get<double>(), 100.0 * t["load_hidden_fraction"].get<double>(),
+                 t["workers_compute_seconds"].get<double>(), run["predictor"]["name"].get<std::string>().c_str(),
+                 run["predictor"]["recall"].get<double>());
+  }
   if (!stats_path.empty()) {
     nlohmann::json j = {
         {"model", model_dir},
-        {"mode", "single-process"},
-        {"backend", eng.backend.to_string()},
+        {"mode", eng.distributed() ? dist::mode_name(ea.eo.dist.mode) : "single-process"},
+        {"engine", eng.describe()},
+        {"backend", eng.backend().to_string()},
         {"sampler", sc.to_string()},
         {"load_seconds", load_s},
         {"prompt_tokens", ids.size()},
@@ -156,8 +239,8 @@ int cmd_generate(int argc, char** argv) {
         {"decode_seconds", decode_s},
         {"decode_tokens_per_second", decode_tps},
         {"stop_reason", stop},
-        {"ranks", {{{"rank", 0}, {"role", "main"}, {"peak_host_bytes", peak_rss_bytes()}, {"peak_device_bytes", 0}}}},
     };
+    for (const auto& [key, value] : run.items()) j[key] = value;
     std::ofstream f(stats_path);
     ODMOE_CHECK(f.good(), kIo, "open", "cannot write --stats-json " << stats_path, "check the path");
     f << j.dump(2) << "\n";
@@ -167,13 +250,15 @@ int cmd_generate(int argc, char** argv) {
 
 int cmd_logits(int argc, char** argv) {
   po::options_description o("logits options");
-  std::string model_dir, ids_s, out;
-  int threads = 0, n_ctx = 0;
-  add_engine_options(o, &model_dir, &threads, &n_ctx);
+  std::string ids_s, out;
+  EngineArgs ea;
+  ea.add(o);
   o.add_options()("token-ids", po::value(&ids_s)->required(), "comma-separated token ids, e.g. 1,2,3")(
       "out", po::value(&out), "write the JSON here instead of stdout");
   po::variables_map vm;
-  if (!parse(argc, argv, o, "usage: odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]", &vm)) return 0;
+  if (!parse(argc, argv, o, "usage: [mpirun -np N] odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]", &vm))
+    return 0;
+  ea.finalize();
   std::vector<int32_t> ids;
   std::stringstream ss(ids_s);
   std::string item;
@@ -190,13 +275,16 @@ int cmd_logits(int argc, char** argv) {
     ids.push_back(static_cast<int32_t>(v));
   }
   if (ids.empty()) throw UsageError("--token-ids is empty");
-  Engine eng(model_dir, threads, n_ctx);
-  const int vocab = eng.model.config().vocab_size;
+  std::unique_ptr<Engine> engine = Engine::open(ea.eo);
+  if (!engine) return 0;
+  Engine& eng = *engine;
+  const int vocab = eng.model().config().vocab_size;
   for (int32_t id : ids)
     ODMOE_CHECK(id < vocab, kCli, "bad-token", "token id " << id << " is outside the vocabulary [0, " << vocab << ")",
                 "use ids the model's tokenizer produces");
   std::vector<float> logits;
-  eng.model.forward(ids.data(), ids.size(), true, &logits);
+  eng.model().forward(ids.data(), ids.size(), true, &logits);
+  eng.finish(ea.trace);
   nlohmann::json j;
   j["token_ids"] = ids;
   j["logits"] = nlohmann::json::array();
@@ -215,14 +303,18 @@ int cmd_logits(int argc, char** argv) {
 
 int cmd_perplexity(int argc, char** argv) {
   po::options_description o("perplexity options");
-  std::string model_dir, text_path, json_path;
-  int threads = 0, n_ctx = 0, context = 256;
-  add_engine_options(o, &model_dir, &threads, &n_ctx);
+  std::string text_path, json_path;
+  int context = 256;
+  EngineArgs ea;
+  ea.add(o);
   o.add_options()("text", po::value(&text_path)->required(), "UTF-8 text file")(
       "context", po::value(&context)->default_value(256), "tokens per window (non-overlapping windows)")(
       "json", po::value(&json_path), "also write the result as JSON");
   po::variables_map vm;
-  if (!parse(argc, argv, o, "usage: odmoe perplexity --model DIR --text FILE [--context N]", &vm)) return 0;
+  if (!parse(argc, argv, o, "usage: [mpirun -np N] odmoe perplexity --model DIR --text FILE [--context N]", &vm))
+    return 0;
+  ea.finalize();
+  const std::string& model_dir = ea.eo.model_dir;
   if (context < 2) throw UsageError("--context must be at least 2");
   std::ifstream in(text_path, std::ios::binary);
   ODMOE_CHECK(in.good(), kIo, "open", "cannot read --text " << text_path, "check the path");
@@ -232,24 +324,27 @@ int cmd_perplexity(int argc, char** argv) {
   size_t bad = 0;
   ODMOE_CHECK(Tokenizer::is_valid_utf8(text, &bad), kCli, "bad-text",
               text_path << " is not valid UTF-8 (bad byte at offset " << bad << ")", "");
-  Engine eng(model_dir, threads, std::max(n_ctx, context));
-  ODMOE_CHECK(context <= eng.model.n_ctx(), kCli, "bad-option",
-              "--context " << context << " exceeds the model's context of " << eng.model.n_ctx(), "");
-  const Tokenizer tok = Tokenizer::from_json(eng.files.tokenizer_json());
+  ea.eo.n_ctx = std::max(ea.eo.n_ctx, context);
+  std::unique_ptr<Engine> engine = Engine::open(ea.eo);
+  if (!engine) return 0;
+  Engine& eng = *engine;
+  ODMOE_CHECK(context <= eng.model().n_ctx(), kCli, "bad-option",
+              "--context " << context << " exceeds the model's context of " << eng.model().n_ctx(), "");
+  const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
   const std::vector<int32_t> ids = tok.encode(text, false);
   ODMOE_CHECK(ids.size() >= 2, kCli, "bad-text", text_path << " holds fewer than 2 tokens", "");
   const auto t0 = Clock::now();
-  const PerplexityResult r = evaluate_perplexity(eng.model, ids, context);
+  const PerplexityResult r = evaluate_perplexity(eng.model(), ids, context);
   const double secs = seconds_since(t0), mean = r.nll_per_token;
   const size_t n_scored = r.tokens_scored;
   std::printf("perplexity %.4f  (%.4f nats/token over %zu predicted tokens, windows of %d, %s weights, %.1f s)\n",
-              std::exp(mean), mean, n_scored, context, dtype_name(eng.files.header().weight_dtype), secs);
+              std::exp(mean), mean, n_scored, context, dtype_name(eng.files().header().weight_dtype), secs);
   if (!json_path.empty()) {
     std::ofstream f(json_path);
     ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << json_path, "check the path");
     f << nlohmann::json{{"model", model_dir},
                         {"text", text_path},
-                        {"weight_dtype", dtype_name(eng.files.header().weight_dtype)},
+                        {"weight_dtype", dtype_name(eng.files().header().weight_dtype)},
                         {"context", context},
                         {"tokens_scored", n_scored},
                         {"nll_per_token", mean},
@@ -270,15 +365,15 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  int rc = 0;
-  if (size > 1) {
-    std::fprintf(stderr, "odmoe: this build runs as a single process; launch it directly or with `mpirun -np 1`\n");
-    rc = 2;
-  } else {
-    rc = run(argc, argv);
+  // MULTIPLE: the expert store's progress thread calls MPI beside the rank's main thread.
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  const int rc = run(argc, argv);
+  if (rc != 0 && Engine::ranks_coupled()) {
+    // The other ranks are waiting on this one: bring the whole job down now rather than
+    // let them run into their timeouts.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, rc);
   }
   MPI_Finalize();
   return rc;

@@ -67,24 +67,7 @@ LocalExpertExecutor::LocalExpertExecutor(const ModelFiles& files, Backend& be)
     }
 }
 
-void LocalExpertExecutor::run(int l, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights,
-                              float* out) {
-  const size_t d = static_cast<size_t>(n_embd_);
-  std::vector<float> pair_out(n * k * d);  // output of the j-th choice of token t at [(t*k + j) * d]
-  std::vector<size_t> pairs;
-  for (int e = 0; e < n_expert_; ++e) {
-    pairs.clear();
-    for (size_t i = 0; i < n * k; ++i)
-      if (ids[i] == e) pairs.push_back(i);
-    if (pairs.empty()) continue;
-    xs_.resize(pairs.size() * d);
-    ys_.resize(pairs.size() * d);
-    for (size_t p = 0; p < pairs.size(); ++p) std::memcpy(&xs_[p * d], h + (pairs[p] / k) * d, d * 4);
-    const auto& ex = experts_[static_cast<size_t>(l * n_expert_ + e)];
-    expert_forward(be_, WeightView::of(ex[0]), WeightView::of(ex[1]), WeightView::of(ex[2]), xs_.data(), pairs.size(),
-                   ys_.data(), &scratch_);
-    for (size_t p = 0; p < pairs.size(); ++p) std::memcpy(&pair_out[pairs[p] * d], &ys_[p * d], d * 4);
-  }
+void combine_expert_outputs(const float* pair_out, const float* weights, size_t n, size_t k, size_t d, float* out) {
   for (size_t t = 0; t < n; ++t) {
     float* o = out + t * d;
     for (size_t j = 0; j < k; ++j) {
@@ -93,6 +76,44 @@ void LocalExpertExecutor::run(int l, const float* h, size_t n, size_t k, const i
       for (size_t i = 0; i < d; ++i) o[i] += w * y[i];
     }
   }
+}
+
+std::vector<size_t> expert_chunks(size_t count, size_t max_chunk) {
+  max_chunk = std::max<size_t>(max_chunk, 8);
+  std::vector<size_t> chunks;
+  if (count == 0) return chunks;
+  const size_t n_chunks = (count + max_chunk - 1) / max_chunk;
+  for (size_t c = 0; c < n_chunks; ++c) chunks.push_back(count / n_chunks + (c < count % n_chunks ? 1 : 0));
+  return chunks;
+}
+
+void LocalExpertExecutor::submit(int l, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) {
+  const size_t d = static_cast<size_t>(n_embd_);
+  n_ = n;
+  k_ = k;
+  weights_ = weights;
+  pair_out_.assign(n * k * d, 0.0f);  // output of the j-th choice of token t at [(t*k + j) * d]
+  std::vector<size_t> pairs;
+  for (int e = 0; e < n_expert_; ++e) {
+    pairs.clear();
+    for (size_t i = 0; i < n * k; ++i)
+      if (ids[i] == e) pairs.push_back(i);
+    const auto& ex = experts_[static_cast<size_t>(l * n_expert_ + e)];
+    size_t at = 0;
+    for (size_t m : expert_chunks(pairs.size(), kDefaultExpertBatch)) {
+      xs_.resize(m * d);
+      ys_.resize(m * d);
+      for (size_t p = 0; p < m; ++p) std::memcpy(&xs_[p * d], h + (pairs[at + p] / k) * d, d * 4);
+      expert_forward(be_, WeightView::of(ex[0]), WeightView::of(ex[1]), WeightView::of(ex[2]), xs_.data(), m,
+                     ys_.data(), &scratch_);
+      for (size_t p = 0; p < m; ++p) std::memcpy(&pair_out_[pairs[at + p] * d], &ys_[p * d], d * 4);
+      at += m;
+    }
+  }
+}
+
+void LocalExpertExecutor::collect(float* out) {
+  combine_expert_outputs(pair_out_.data(), weights_, n_, k_, static_cast<size_t>(n_embd_), out);
 }
 
 void route(const ModelConfig& cfg, const float* router_logits, size_t n, int32_t* ids, float* weights) {
@@ -175,6 +196,10 @@ void Model::forward(const int32_t* tokens, size_t n, bool all_logits, std::vecto
               "the context holds " << n_ctx_ << " positions; " << pos_ << " are used and " << n << " more were given",
               "use a shorter prompt or fewer new tokens");
   const size_t d = static_cast<size_t>(cfg_.n_embd), V = static_cast<size_t>(cfg_.vocab_size);
+  for (size_t t = 0; t < n; ++t)
+    ODMOE_CHECK(tokens[t] >= 0 && static_cast<size_t>(tokens[t]) < V, kModel, "bad-token",
+                "token id " << tokens[t] << " is outside the vocabulary [0, " << V << ")", "");
+  experts_.begin_forward(tokens, n);
   x_.resize(n * d);
   for (size_t t = 0; t < n; ++t) {
     ODMOE_CHECK(tokens[t] >= 0 && static_cast<size_t>(tokens[t]) < V, kModel, "bad-token",
@@ -284,8 +309,7 @@ void Model::moe(int l, const float* h, size_t n, float* out) {
   route_w_.resize(n * k);
   route(cfg_, router_logits_.data(), n, route_ids_.data(), route_w_.data());
   routing_[static_cast<size_t>(l)] = route_ids_;
-  std::fill(out, out + n * d, 0.0f);
-  experts_.run(l, h, n, k, route_ids_.data(), route_w_.data(), out);
+  experts_.submit(l, h, n, k, route_ids_.data(), route_w_.data());
   if (cfg_.n_ff_shared > 0) {
     sh_out_.resize(n * d);
     expert_forward(be_, WeightView::of(L.shared_gate), WeightView::of(L.shared_up), WeightView::of(L.shared_down), h, n,
@@ -295,9 +319,13 @@ void Model::moe(int l, const float* h, size_t n, float* out) {
       be_.matmul(WeightView::of(L.shared_expert_gate), h, n, gate.data());
       for (float& g : gate) g = 1.0f / (1.0f + std::exp(-g));
     }
-    for (size_t t = 0; t < n; ++t)
-      for (size_t i = 0; i < d; ++i) out[t * d + i] += gate[t] * sh_out_[t * d + i];
+    shared_gate_ = std::move(gate);
   }
+  std::fill(out, out + n * d, 0.0f);
+  experts_.collect(out);
+  if (cfg_.n_ff_shared > 0)
+    for (size_t t = 0; t < n; ++t)
+      for (size_t i = 0; i < d; ++i) out[t * d + i] += shared_gate_[t] * sh_out_[t * d + i];
 }
 
 }  // namespace odmoe

@@ -16,15 +16,31 @@
 
 namespace odmoe {
 
-// Routed experts of one layer for a batch of tokens.
+// Routed experts of one layer for a batch of tokens. The model calls begin_forward once per
+// forward step, then submit/collect for every layer in order; between the two it computes
+// the layer's shared expert, so a distributed executor overlaps its experts with it.
 class ExpertExecutor {
  public:
   virtual ~ExpertExecutor() = default;
+  // The input tokens of the next forward step (the prompt, then one token per step).
+  virtual void begin_forward(const int32_t* tokens, size_t n) { (void)tokens, (void)n; }
   // h: [n, n_embd] (the post-attention-normed hidden states); ids, weights: [n, k] routing.
+  // The pointers stay valid until collect().
+  virtual void submit(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) = 0;
   // out[t] = sum over j in 0..k-1, in that order, of weights[t, j] * expert_{ids[t, j]}(h[t]).
-  virtual void run(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights,
-                   float* out) = 0;
+  virtual void collect(float* out) = 0;
 };
+
+// The combination every executor uses: out[t] += weights[t, j] * y[t*k + j] for j in order.
+// pair_out: [n * k, d].
+void combine_expert_outputs(const float* pair_out, const float* weights, size_t n, size_t k, size_t d, float* out);
+
+// How many tokens of one expert go in each batch: `count` split into nearly equal chunks of
+// at most `max_chunk` (>= 8), so a chunk has fewer than 4 tokens only when `count` has.
+// Batches of 4+ tokens take the prefill matmul path, so every executor that splits this way
+// computes the same floats for the same token.
+std::vector<size_t> expert_chunks(size_t count, size_t max_chunk);
+inline constexpr size_t kDefaultExpertBatch = 64;
 
 // SwiGLU expert: down(silu(gate x) * up x) for n tokens (x: [n, n_embd], out: [n, n_embd]).
 void expert_forward(Backend& be, const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
@@ -34,14 +50,16 @@ void expert_forward(Backend& be, const WeightView& gate, const WeightView& up, c
 class LocalExpertExecutor final : public ExpertExecutor {
  public:
   LocalExpertExecutor(const ModelFiles& files, Backend& be);
-  void run(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights,
-           float* out) override;
+  void submit(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override;
+  void collect(float* out) override;
 
  private:
   Backend& be_;
   int n_expert_, n_embd_;
   std::vector<std::array<EncodedTensor, 3>> experts_;  // [layer * n_expert + e] = {gate, up, down}
-  std::vector<float> xs_, ys_, scratch_;
+  std::vector<float> xs_, ys_, scratch_, pair_out_;
+  size_t n_ = 0, k_ = 0;
+  const float* weights_ = nullptr;
 };
 
 // Routing exactly as transformers computes it: softmax over all experts (f32), top-k
@@ -93,7 +111,7 @@ class Model {
   // scratch
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, scores_, logits_buf_, router_logits_, route_w_, moe_out_;
   std::vector<int32_t> route_ids_;
-  std::vector<float> sh_scratch_, sh_out_;
+  std::vector<float> sh_scratch_, sh_out_, shared_gate_;
 };
 
 }  // namespace odmoe

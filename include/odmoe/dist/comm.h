@@ -1,0 +1,123 @@
+// What every rank of a distributed run shares: a private communicator, the host of every
+// rank (for error messages), the protocol's message format, and waits that are always
+// bounded: a dead or stuck peer becomes a clear error naming its rank and host, never a hang.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace odmoe::dist {
+
+// Seconds on the steady clock (CLOCK_MONOTONIC: shared by the processes of one machine).
+double now_s();
+
+// Protocol operations. Main sends commands (tag kTagCmd), workers reply (tag kTagReply).
+enum class Op : int32_t {
+  kLoad = 1,   // main -> worker: pull expert (layer, expert) into `slot`
+  kCompute,    // main -> worker: run the expert in `slot` on n_tokens hidden states (payload);
+               //   flags & kFlagLast: evict the slot afterwards
+  kDrop,       // main -> worker: the expert in `slot` is not needed; free the slot
+  kSync,       // main -> worker: finish every pull in flight, then answer kReady
+  kClock,      // main <-> worker: clock offset estimate (payload-free ping-pong)
+  kStop,       // main -> worker: answer kStats and leave the loop
+  kResult,     // worker -> main: expert output for a kCompute (payload [n_tokens, n_embd])
+  kReady,      // worker -> main: answer to kSync
+  kStats,      // worker -> main: its statistics and trace events, JSON text (payload)
+};
+const char* op_name(Op op);
+
+inline constexpr int kTagCmd = 11;
+inline constexpr int kTagReply = 12;
+inline constexpr int32_t kFlagLast = 1;
+
+struct MsgHeader {
+  Op op = Op::kStop;
+  int32_t layer = -1, expert = -1, slot = -1, n_tokens = 0, flags = 0;
+  int64_t seq = 0;  // main's number for the command; a kResult carries its kCompute's
+  double time = 0;  // sender's clock (kClock)
+};
+
+struct Message {
+  int source = -1;
+  MsgHeader header;
+  std::vector<char> payload;
+};
+
+class Comm {
+ public:
+  // Collective over MPI_COMM_WORLD: duplicates it and gathers every rank's host name.
+  explicit Comm(double timeout_s);
+  ~Comm();
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  MPI_Comm comm() const { return comm_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  double timeout() const { return timeout_s_; }
+  void set_timeout(double s) { timeout_s_ = s; }
+  const std::string& host(int rank) const { return hosts_[static_cast<size_t>(rank)]; }
+  std::string where(int rank) const;  // "rank 3 on node-a"
+  // Ranks sharing this rank's node (MPI_COMM_TYPE_SHARED), and the node index of every rank.
+  int node_of(int rank) const { return node_of_[static_cast<size_t>(rank)]; }
+  int n_nodes() const { return n_nodes_; }
+
+  // Waits for `req` for at most the timeout; `idle` runs between polls. Throws odmoe::Error
+  // (kMpi, "timeout") naming `peer` and `what`.
+  void wait(MPI_Request* req, int peer, const std::string& what, const std::function<void()>& idle = {}) const;
+  // Receives the next message with `tag` from `source` (or MPI_ANY_SOURCE), waiting at
+  // most `timeout_s` (<= 0: the comm's timeout). `describe_wait` names what was awaited and
+  // from whom, for the error.
+  Message recv(int source, int tag, const std::function<std::string()>& describe_wait,
+               const std::function<void()>& idle = {}, double timeout_s = 0) const;
+  // Bounded collective wrappers (nonblocking collective + bounded wait).
+  void barrier(const std::string& what) const;
+  void allgather(const void* send, int bytes_each, void* recv, const std::string& what) const;
+  void allgatherv(const void* send, int bytes, std::vector<char>* recv, const std::string& what) const;
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1, n_nodes_ = 1;
+  double timeout_s_;
+  std::vector<std::string> hosts_;
+  std::vector<int> node_of_;
+};
+
+// Nonblocking sends whose buffers live until the send completes.
+class Outbox {
+ public:
+  explicit Outbox(const Comm& comm) : comm_(comm) {}
+  ~Outbox();
+  void send(int dest, int tag, const MsgHeader& h, const void* payload = nullptr, size_t bytes = 0);
+  void reap();                          // frees completed sends
+  void drain(const std::string& what);  // waits (bounded) for every send
+  size_t in_flight() const { return pending_.size(); }
+
+ private:
+  struct Pending {
+    MPI_Request req;
+    int dest;
+    std::vector<char> buf;
+  };
+  const Comm& comm_;
+  std::deque<Pending> pending_;
+};
+
+// Polling with backoff: spins briefly, then sleeps up to ~200 us between polls, so idle
+// ranks do not starve computing ones when ranks outnumber cores.
+class Backoff {
+ public:
+  void pause();
+  void reset() { n_ = 0; }
+
+ private:
+  int n_ = 0;
+};
+
+}  // namespace odmoe::dist

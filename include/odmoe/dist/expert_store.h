@@ -1,0 +1,99 @@
+// The expert store: expert shards memory-mapped on their holder ranks and exposed through
+// MPI RMA windows (one per shard file), plus a directory (expert -> holder ranks, byte
+// range, dtype, per-tensor offsets and checksums) built with one allgather. Expert ranks
+// pull an expert with passive-target MPI_Rget inside one lock_all epoch that lasts the
+// whole run.
+//
+// Holders: on every node the lowest-ranked expert rank is that node's store rank.
+//  * replicated: every store rank maps every shard, so pulls stay on the node;
+//  * sharded --replicas r: shard i is mapped by store ranks i, i+1, .., i+r-1 (mod the
+//    number of store ranks), so a model larger than one node's memory still runs and pulls
+//    cross the network. A puller prefers a holder on its own node.
+// Across nodes a get over UCX only advances when the target calls into MPI, so store ranks
+// run a progress thread while the job spans more than one node.
+#pragma once
+
+#include <mpi.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "odmoe/dist/comm.h"
+#include "odmoe/weights/model_files.h"
+
+namespace odmoe::dist {
+
+enum class StorePlacement { kReplicated, kSharded };
+StorePlacement parse_store_placement(const std::string& s);  // throws cli::UsageError
+const char* store_placement_name(StorePlacement p);
+
+struct StoreOptions {
+  StorePlacement placement = StorePlacement::kReplicated;
+  int replicas = 1;              // sharded only
+  int progress_thread = -1;      // -1: when the job spans several nodes; 0: never; 1: always
+  int progress_poll_us = 50;     // sleep between the progress thread's polls
+};
+
+// Where one expert lies: the same on every holder (they map the same file).
+struct ExpertRecord {
+  int32_t layer = -1, expert = -1, shard = -1, dtype = 0;
+  uint64_t offset = 0, bytes = 0;  // byte range in the shard file
+  uint64_t rel[6] = {}, len[6] = {};  // gate, up, down data, then their scales: offset from `offset`, bytes
+  uint32_t crc[6] = {};               // crc32c of each part (the datasets' checksum attributes)
+};
+
+struct ExpertEntry {
+  ExpertRecord rec;
+  std::vector<int> holders;  // ranks, ascending
+};
+
+class ExpertStore {
+ public:
+  // Collective over every rank of `comm`. `files` must be open on every rank (model.h5 at
+  // least); only holders read their shards.
+  ExpertStore(const Comm& comm, const ModelFiles& files, const StoreOptions& opts);
+  // Frees the windows (collective) when close() was not called: only on the error path,
+  // where the process is brought down anyway, so it only stops the progress thread.
+  ~ExpertStore();
+  ExpertStore(const ExpertStore&) = delete;
+  ExpertStore& operator=(const ExpertStore&) = delete;
+
+  // Collective: ends the epochs, frees the windows, stops the progress thread.
+  void close();
+
+  const ExpertEntry& entry(int layer, int expert) const;
+  uint64_t max_expert_bytes() const { return max_bytes_; }
+  uint64_t bytes_held() const { return bytes_held_; }  // mapped by this rank
+  bool is_holder() const { return bytes_held_ > 0; }
+  bool progress_thread_running() const { return progress_.joinable(); }
+  const std::vector<int>& store_ranks() const { return store_ranks_; }
+
+  // The holder this rank pulls (layer, expert) from: one on its own node if any, else one
+  // chosen by rank so pullers spread over the replicas.
+  int source_of(int layer, int expert) const;
+  // Posts the gets of expert (layer, expert) into `dst` (at least rec.bytes, any alignment
+  // the dtype needs); appends requests to `reqs`. Large experts go as several gets.
+  void post_get(int layer, int expert, void* dst, std::vector<MPI_Request>* reqs) const;
+  // Checks a pulled expert against the directory's checksums; returns a description of
+  // the first mismatch, or "" when every part matches.
+  std::string verify(int layer, int expert, const void* data) const;
+
+ private:
+  const Comm& comm_;
+  int n_layer_, n_expert_;
+  std::vector<ExpertEntry> dir_;  // [layer * n_expert + expert]
+  std::vector<int> store_ranks_;
+  std::vector<void*> maps_;       // per shard: this rank's mapping, or null
+  std::vector<size_t> map_bytes_;
+  std::vector<MPI_Win> wins_;     // per shard
+  uint64_t max_bytes_ = 0, bytes_held_ = 0;
+  bool closed_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread progress_;
+  MPI_Comm progress_comm_ = MPI_COMM_NULL;
+};
+
+}  // namespace odmoe::dist

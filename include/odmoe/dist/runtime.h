@@ -1,0 +1,129 @@
+// The distributed runtime: main's side (an ExpertExecutor that schedules experts on the
+// expert ranks) and the expert ranks' loop. DESIGN.md "Ranks and what each one does".
+//
+// Protocol (comm.h): main sends LOAD(layer, expert, slot), COMPUTE(layer, expert, slot,
+// hidden states), DROP(slot), SYNC, STOP; workers answer RESULT, READY, STATS. Every wait
+// is bounded by --timeout. Main applies the gate weights and sums expert outputs in
+// routing order, exactly as the single-process path does, so results never depend on
+// which worker answered first.
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "odmoe/backend/backend.h"
+#include "odmoe/dist/comm.h"
+#include "odmoe/dist/expert_store.h"
+#include "odmoe/dist/predictor.h"
+#include "odmoe/dist/schedule.h"
+#include "odmoe/dist/trace.h"
+#include "odmoe/model/model.h"
+
+namespace odmoe::dist {
+
+enum class Mode { kResident, kOnDemand };
+Mode parse_mode(const std::string& s);  // throws cli::UsageError
+const char* mode_name(Mode m);
+
+struct DistOptions {
+  Mode mode = Mode::kOnDemand;
+  std::string predictor = "none";  // none | oracle
+  std::string routing_trace;       // oracle: a trace from --save-routing
+  int groups = 0;                  // 0: Schedule::default_groups
+  StoreOptions store;
+  double timeout_s = 60;           // bound on every wait for another rank
+  double startup_timeout_s = 600;  // bound on start-up (model loading on main, mapping shards)
+  double load_gbps = 0;            // > 0: emulate a link of this many Gbit/s per expert rank
+  int prefill_batch = 64;          // most tokens per COMPUTE message in prefill
+  bool verify_pulls = false;       // check every pulled expert's checksums
+  bool trace = false;              // record trace events
+};
+
+// An expert rank: serves commands from main until STOP. Returns normally after STOP.
+void run_worker(const Comm& comm, const ModelFiles& files, ExpertStore& store, Backend& be, const Schedule& sched,
+                const DistOptions& opts);
+
+// Main's side.
+class DistributedExpertExecutor final : public ExpertExecutor, private PredictionSink {
+ public:
+  DistributedExpertExecutor(const Comm& comm, const ModelFiles& files, const ExpertStore& store, const Schedule& sched,
+                            const DistOptions& opts, std::unique_ptr<Predictor> predictor);
+  ~DistributedExpertExecutor() override;
+
+  // Resident: loads every expert into its worker and waits until all are in. Both modes:
+  // estimates each worker's clock offset (for the trace).
+  void start();
+  void begin_forward(const int32_t* tokens, size_t n) override;
+  void submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override;
+  void collect(float* out) override;
+  // Stops every worker and gathers their statistics: {"ranks": [...], "predictor": {...},
+  // "schedule": {...}}. Writes the trace file when `trace_path` is not empty.
+  nlohmann::json finish(const std::string& trace_path, const nlohmann::json& main_rank_stats);
+
+  const Schedule& schedule() const { return sched_; }
+
+ private:
+  struct SlotState {
+    int layer = -1, expert = -1;
+  };
+  struct Pending {
+    int rank, expert;
+    std::vector<size_t> pairs;  // indices t*k + j this chunk answers
+  };
+  void publish(int layer, const std::vector<int32_t>& experts) override;
+  void pump();
+  void send_load(int layer, int expert, Placement p);
+  void send_drop(Placement p);
+  void dispatch_prefill_layer(int layer);
+  SlotState& slot(Placement p) { return slots_[static_cast<size_t>(p.rank)][static_cast<size_t>(p.slot)]; }
+
+  const Comm& comm_;
+  const ExpertStore& store_;
+  Schedule sched_;
+  DistOptions opts_;
+  std::unique_ptr<Predictor> predictor_;
+  Outbox out_;
+  TraceRecorder trace_;
+  int n_embd_, n_layer_, n_expert_;
+  int n_slots_;
+  std::vector<std::vector<SlotState>> slots_;  // [rank][slot]; rank 0 unused
+
+  // The current forward step.
+  int step_ = -1;
+  bool prefill_ = false;
+  int layers_done_ = 0;
+  std::vector<std::vector<int32_t>> predicted_;  // [layer]: published experts
+  std::vector<int> published_at_;                // [layer]: layers_done_ when published, -1: not published
+  std::vector<bool> dispatched_;
+  std::vector<std::map<int, Placement>> plan_;   // [layer]: expert -> where it is (being) loaded
+  std::vector<int> group_next_;                  // [group]: next layer the group computes this step
+  double t_step_ = 0, t_last_ = 0;
+
+  // The layer in flight between submit() and collect().
+  int cur_layer_ = -1;
+  size_t cur_n_ = 0, cur_k_ = 0;
+  const float* cur_w_ = nullptr;
+  double t_submit_ = 0;
+  int64_t seq_ = 0;
+  std::map<int64_t, Pending> pending_;
+  std::vector<float> pair_out_, xs_;
+
+  // Statistics.
+  struct LayerStats {
+    uint64_t activated = 0, predicted = 0, hits = 0, misses = 0, lead_layers_sum = 0, wasted_loads = 0;
+  };
+  std::vector<LayerStats> layer_stats_;
+  uint64_t loads_ = 0, computes_ = 0;
+  double dense_s_ = 0, expert_wait_s_ = 0;  // decode steps: main computing / waiting for experts
+  uint64_t decode_layers_ = 0;
+  std::vector<double> clock_offset_;  // [rank] worker clock - main clock
+  std::vector<double> rtt_;
+  bool finished_ = false;
+  double origin_ = now_s();
+};
+
+}  // namespace odmoe::dist

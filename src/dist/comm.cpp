@@ -1,0 +1,190 @@
+#include "odmoe/dist/comm.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "odmoe/core/error.h"
+
+namespace odmoe::dist {
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::kLoad: return "LOAD";
+    case Op::kCompute: return "COMPUTE";
+    case Op::kDrop: return "DROP";
+    case Op::kSync: return "SYNC";
+    case Op::kClock: return "CLOCK";
+    case Op::kStop: return "STOP";
+    case Op::kResult: return "RESULT";
+    case Op::kReady: return "READY";
+    case Op::kStats: return "STATS";
+  }
+  return "?";
+}
+
+void Backoff::pause() {
+  ++n_;
+  if (n_ < 64) return;
+  if (n_ < 256) {
+    std::this_thread::yield();
+    return;
+  }
+  const int us = std::min(200, 10 * (n_ - 255));
+  std::this_thread::sleep_for(std::chrono::microseconds(us));
+}
+
+namespace {
+[[noreturn]] void timeout_error(const std::string& what, double secs) {
+  ODMOE_THROW(kMpi, "timeout", "timed out after " << secs << " s waiting for " << what,
+              "the rank named may have died or be stuck; check its output. A slow cluster may need a larger --timeout");
+}
+}  // namespace
+
+Comm::Comm(double timeout_s) : timeout_s_(timeout_s) {
+  MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  constexpr int kHostLen = 256;
+  char name[kHostLen] = {};
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  std::vector<char> all(static_cast<size_t>(kHostLen) * static_cast<size_t>(size_));
+  allgather(name, kHostLen, all.data(), "every rank's host name at start-up");
+  for (int r = 0; r < size_; ++r) hosts_.emplace_back(&all[static_cast<size_t>(r) * kHostLen]);
+  // Node of each rank: the lowest world rank of its shared-memory communicator.
+  MPI_Comm node_comm = MPI_COMM_NULL;
+  MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm);
+  int leader = rank_;
+  MPI_Allreduce(MPI_IN_PLACE, &leader, 1, MPI_INT, MPI_MIN, node_comm);
+  MPI_Comm_free(&node_comm);
+  std::vector<int> leaders(static_cast<size_t>(size_));
+  allgather(&leader, sizeof(int), leaders.data(), "every rank's node at start-up");
+  std::vector<int> distinct = leaders;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  n_nodes_ = static_cast<int>(distinct.size());
+  for (int l : leaders)
+    node_of_.push_back(static_cast<int>(std::lower_bound(distinct.begin(), distinct.end(), l) - distinct.begin()));
+}
+
+Comm::~Comm() {
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+std::string Comm::where(int rank) const {
+  if (rank < 0 || rank >= size_) return "any rank";
+  return "rank " + std::to_string(rank) + " on " + hosts_[static_cast<size_t>(rank)];
+}
+
+void Comm::wait(MPI_Request* req, int peer, const std::string& what, const std::function<void()>& idle) const {
+  const double deadline = now_s() + timeout_s_;
+  Backoff backoff;
+  for (;;) {
+    int done = 0;
+    MPI_Test(req, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    if (now_s() > deadline) timeout_error(what + (peer >= 0 ? " (" + where(peer) + ")" : ""), timeout_s_);
+    if (idle) idle();
+    backoff.pause();
+  }
+}
+
+Message Comm::recv(int source, int tag, const std::function<std::string()>& describe_wait,
+                   const std::function<void()>& idle, double timeout_s) const {
+  const double limit = timeout_s > 0 ? timeout_s : timeout_s_;
+  const double deadline = now_s() + limit;
+  Backoff backoff;
+  for (;;) {
+    int found = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    MPI_Improbe(source, tag, comm_, &found, &msg, &st);
+    if (found) {
+      int bytes = 0;
+      MPI_Get_count(&st, MPI_BYTE, &bytes);
+      ODMOE_CHECK(bytes >= static_cast<int>(sizeof(MsgHeader)), kMpi, "protocol",
+                  "a " << bytes << "-byte message from " << where(st.MPI_SOURCE) << " is shorter than a header",
+                  "all ranks must run the same odmoe build");
+      std::vector<char> buf(static_cast<size_t>(bytes));
+      MPI_Mrecv(buf.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+      Message m;
+      m.source = st.MPI_SOURCE;
+      std::memcpy(&m.header, buf.data(), sizeof(MsgHeader));
+      m.payload.assign(buf.begin() + sizeof(MsgHeader), buf.end());
+      return m;
+    }
+    if (now_s() > deadline) timeout_error(describe_wait(), limit);
+    if (idle) idle();
+    backoff.pause();
+  }
+}
+
+void Comm::barrier(const std::string& what) const {
+  MPI_Request req;
+  MPI_Ibarrier(comm_, &req);
+  wait(&req, -1, "every rank to reach " + what);
+}
+
+void Comm::allgather(const void* send, int bytes_each, void* recv, const std::string& what) const {
+  MPI_Request req;
+  MPI_Iallgather(send, bytes_each, MPI_BYTE, recv, bytes_each, MPI_BYTE, comm_, &req);
+  wait(&req, -1, what);
+}
+
+void Comm::allgatherv(const void* send, int bytes, std::vector<char>* recv, const std::string& what) const {
+  std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
+  allgather(&bytes, sizeof(int), counts.data(), what + " (sizes)");
+  int total = 0;
+  for (int r = 0; r < size_; ++r) {
+    displs[static_cast<size_t>(r)] = total;
+    total += counts[static_cast<size_t>(r)];
+  }
+  recv->resize(static_cast<size_t>(total));
+  MPI_Request req;
+  MPI_Iallgatherv(send, bytes, MPI_BYTE, recv->data(), counts.data(), displs.data(), MPI_BYTE, comm_, &req);
+  wait(&req, -1, what);
+}
+
+Outbox::~Outbox() {
+  // Sends still in flight at destruction belong to a run that is failing; the process is
+  // about to be brought down, so cancel rather than wait.
+  for (Pending& p : pending_) {
+    MPI_Cancel(&p.req);
+    MPI_Request_free(&p.req);
+  }
+}
+
+void Outbox::send(int dest, int tag, const MsgHeader& h, const void* payload, size_t bytes) {
+  Pending p;
+  p.dest = dest;
+  p.buf.resize(sizeof(MsgHeader) + bytes);
+  std::memcpy(p.buf.data(), &h, sizeof(MsgHeader));
+  if (bytes) std::memcpy(p.buf.data() + sizeof(MsgHeader), payload, bytes);
+  ODMOE_CHECK(p.buf.size() <= static_cast<size_t>(INT32_MAX), kMpi, "too-large",
+              "a " << p.buf.size() << "-byte message exceeds MPI's count limit", "use a smaller --prefill-batch");
+  MPI_Isend(p.buf.data(), static_cast<int>(p.buf.size()), MPI_BYTE, dest, tag, comm_.comm(), &p.req);
+  pending_.push_back(std::move(p));
+  reap();
+}
+
+void Outbox::reap() {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    int done = 0;
+    MPI_Test(&it->req, &done, MPI_STATUS_IGNORE);
+    it = done ? pending_.erase(it) : it + 1;
+  }
+}
+
+void Outbox::drain(const std::string& what) {
+  while (!pending_.empty()) {
+    comm_.wait(&pending_.front().req, pending_.front().dest, what);
+    pending_.pop_front();
+  }
+}
+
+}  // namespace odmoe::dist

@@ -1,0 +1,420 @@
+// Main's side of the distributed runtime: turns predictions and routing decisions into
+// LOAD/COMPUTE/DROP commands, collects RESULTs and combines them in routing order.
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include "odmoe/core/cli.h"
+#include "odmoe/core/error.h"
+#include "odmoe/dist/runtime.h"
+
+namespace odmoe::dist {
+
+Mode parse_mode(const std::string& s) {
+  if (s == "resident") return Mode::kResident;
+  if (s == "on-demand") return Mode::kOnDemand;
+  throw cli::UsageError("--mode must be resident or on-demand, not '" + s + "'");
+}
+
+const char* mode_name(Mode m) { return m == Mode::kResident ? "resident" : "on-demand"; }
+
+DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const ModelFiles& files,
+                                                     const ExpertStore& store, const Schedule& sched,
+                                                     const DistOptions& opts, std::unique_ptr<Predictor> predictor)
+    : comm_(comm), store_(store), sched_(sched), opts_(opts), predictor_(std::move(predictor)), out_(comm),
+      trace_(opts.trace), n_embd_(files.config().n_embd), n_layer_(files.config().n_layer),
+      n_expert_(files.config().n_expert) {
+  n_slots_ = opts.mode == Mode::kResident ? sched.resident_slots() : sched.on_demand_slots();
+  slots_.assign(static_cast<size_t>(comm.size()), std::vector<SlotState>(static_cast<size_t>(n_slots_)));
+  predicted_.resize(static_cast<size_t>(n_layer_));
+  published_at_.assign(static_cast<size_t>(n_layer_), -1);
+  dispatched_.assign(static_cast<size_t>(n_layer_), false);
+  plan_.resize(static_cast<size_t>(n_layer_));
+  group_next_.assign(static_cast<size_t>(sched.n_groups()), 0);
+  layer_stats_.resize(static_cast<size_t>(n_layer_));
+  clock_offset_.assign(static_cast<size_t>(comm.size()), 0.0);
+  rtt_.assign(static_cast<size_t>(comm.size()), 0.0);
+}
+
+DistributedExpertExecutor::~DistributedExpertExecutor() = default;
+
+void DistributedExpertExecutor::send_load(int layer, int expert, Placement p) {
+  MsgHeader h;
+  h.op = Op::kLoad;
+  h.layer = layer;
+  h.expert = expert;
+  h.slot = p.slot;
+  h.seq = ++seq_;
+  out_.send(p.rank, kTagCmd, h);
+  slot(p) = {layer, expert};
+  ++loads_;
+}
+
+void DistributedExpertExecutor::send_drop(Placement p) {
+  MsgHeader h;
+  h.op = Op::kDrop;
+  h.slot = p.slot;
+  h.seq = ++seq_;
+  out_.send(p.rank, kTagCmd, h);
+  slot(p) = {};
+}
+
+void DistributedExpertExecutor::start() {
+  const double t0 = now_s();
+  if (opts_.mode == Mode::kResident) {
+    for (int l = 0; l < n_layer_; ++l)
+      for (int e = 0; e < n_expert_; ++e) {
+        const Placement p = sched_.resident_place(l, e);
+        send_load(l, e, p);
+        plan_[static_cast<size_t>(l)][e] = p;
+      }
+  }
+  for (int r = 1; r < comm_.size(); ++r) {
+    MsgHeader h;
+    h.op = Op::kSync;
+    h.seq = ++seq_;
+    out_.send(r, kTagCmd, h);
+  }
+  for (int r = 1; r < comm_.size(); ++r)
+    comm_.recv(r, kTagReply, [&] { return "READY after the initial loads from " + comm_.where(r); }, {},
+               std::max(opts_.timeout_s, opts_.startup_timeout_s));
+  trace_.add("initial loads", "load", kStreamStep, t0, now_s());
+  // Clock offsets (for the trace): the ping-pong with the smallest round trip wins.
+  for (int r = 1; r < comm_.size(); ++r) {
+    double best = 1e30;
+    for (int i = 0; i < 8; ++i) {
+      MsgHeader h;
+      h.op = Op::kClock;
+      h.seq = ++seq_;
+      const double a = now_s();
+      out_.send(r, kTagCmd, h);
+      const Message m = comm_.recv(r, kTagReply, [&] { return "a clock reply from " + comm_.where(r); });
+      const double b = now_s();
+      if (b - a < best) {
+        best = b - a;
+        clock_offset_[static_cast<size_t>(r)] = m.header.time - 0.5 * (a + b);
+      }
+    }
+    rtt_[static_cast<size_t>(r)] = best;
+  }
+  out_.reap();
+}
+
+void DistributedExpertExecutor::publish(int layer, const std::vector<int32_t>& experts) {
+  if (layer < 0 || layer >= n_layer_ || prefill_ || opts_.mode == Mode::kResident) return;
+  if (layer < layers_done_) return;  // too late to matter
+  predicted_[static_cast<size_t>(layer)].clear();
+  for (int32_t e : experts)
+    if (e >= 0 && e < n_expert_) predicted_[static_cast<size_t>(layer)].push_back(e);
+  published_at_[static_cast<size_t>(layer)] = layers_done_;
+  trace_.add("prediction L" + std::to_string(layer), "predict", kStreamStep, now_s(), now_s(), {{"experts", experts}});
+  pump();
+}
+
+// Dispatches the loads of every group's next layer whose prediction is known: a group
+// starts loading its next layer as soon as it has finished its previous one.
+void DistributedExpertExecutor::pump() {
+  if (prefill_ || opts_.mode == Mode::kResident) return;
+  for (int g = 0; g < sched_.n_groups(); ++g) {
+    const int l = group_next_[static_cast<size_t>(g)];
+    if (l >= n_layer_ || l == cur_layer_ || dispatched_[static_cast<size_t>(l)] || published_at_[static_cast<size_t>(l)] < 0)
+      continue;
+    dispatched_[static_cast<size_t>(l)] = true;
+    const auto& pred = predicted_[static_cast<size_t>(l)];
+    for (size_t j = 0; j < pred.size() && static_cast<int>(j) < sched_.decode_capacity(); ++j) {
+      const Placement p = sched_.decode_place(l, static_cast<int>(j));
+      send_load(l, pred[j], p);
+      plan_[static_cast<size_t>(l)][pred[j]] = p;
+    }
+  }
+}
+
+void DistributedExpertExecutor::dispatch_prefill_layer(int layer) {
+  if (layer >= n_layer_) return;
+  for (int e = 0; e < n_expert_; ++e) {
+    const Placement p = sched_.prefill_place(layer, e);
+    send_load(layer, e, p);
+    plan_[static_cast<size_t>(layer)][e] = p;
+  }
+  dispatched_[static_cast<size_t>(layer)] = true;
+}
+
+void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n) {
+  ++step_;
+  prefill_ = n > 1;
+  layers_done_ = 0;
+  t_step_ = t_last_ = now_s();
+  if (opts_.mode == Mode::kOnDemand) {
+    for (int l = 0; l < n_layer_; ++l) {
+      predicted_[static_cast<size_t>(l)].clear();
+      published_at_[static_cast<size_t>(l)] = -1;
+      dispatched_[static_cast<size_t>(l)] = false;
+      plan_[static_cast<size_t>(l)].clear();
+    }
+    for (int g = 0; g < sched_.n_groups(); ++g) group_next_[static_cast<size_t>(g)] = g;
+    if (prefill_) {
+      // Expert-parallel prefill: every expert of a layer, spread over all workers; two
+      // layers in flight.
+      dispatch_prefill_layer(0);
+      dispatch_prefill_layer(1);
+    }
+  }
+  predictor_->begin_step(step_, tokens, n, *this);
+}
+
+void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids,
+                                       const float* weights) {
+  const double t_sub = now_s();
+  if (!prefill_) dense_s_ += t_sub - t_last_;
+  trace_.add("dense L" + std::to_string(layer), "main", kStreamCompute, t_last_, t_sub);
+  cur_layer_ = layer;
+  cur_n_ = n;
+  cur_k_ = k;
+  cur_w_ = weights;
+  const size_t d = static_cast<size_t>(n_embd_);
+  auto& plan = plan_[static_cast<size_t>(layer)];
+
+  // Which tokens need which expert, in expert order.
+  std::map<int, std::vector<size_t>> users;
+  for (size_t i = 0; i < n * k; ++i) users[ids[i]].push_back(i);
+
+  if (!prefill_) {  // predictor accounting (decode steps)
+    LayerStats& st = layer_stats_[static_cast<size_t>(layer)];
+    const auto& pred = predicted_[static_cast<size_t>(layer)];
+    st.activated += users.size();
+    st.predicted += pred.size();
+    for (const auto& [e, _] : users) {
+      const bool hit = std::find(pred.begin(), pred.end(), e) != pred.end();
+      st.hits += hit;
+      st.misses += !hit;
+      if (hit) st.lead_layers_sum += static_cast<uint64_t>(layer - published_at_[static_cast<size_t>(layer)]);
+    }
+  }
+
+  if (opts_.mode == Mode::kOnDemand) {
+    // Drop loads nobody needs (mispredictions), then load what is missing.
+    std::vector<Placement> free_places;
+    for (auto it = plan.begin(); it != plan.end();) {
+      if (users.count(it->first)) {
+        ++it;
+        continue;
+      }
+      send_drop(it->second);
+      free_places.push_back(it->second);
+      ++layer_stats_[static_cast<size_t>(layer)].wasted_loads;
+      it = plan.erase(it);
+    }
+    if (!prefill_ && !dispatched_[static_cast<size_t>(layer)]) dispatched_[static_cast<size_t>(layer)] = true;
+    for (const auto& [e, _] : users) {
+      if (plan.count(e)) continue;
+      Placement p;
+      if (prefill_) {
+        p = sched_.prefill_place(layer, e);
+      } else {
+        // The first decode place of this layer not in use (ranks round-robin), else a
+        // place freed by a dropped misprediction.
+        for (int j = 0; j < sched_.decode_capacity() && p.rank < 0; ++j) {
+          const Placement c = sched_.decode_place(layer, j);
+          if (slot(c).layer < 0) p = c;
+        }
+        ODMOE_CHECK(p.rank >= 0, kMpi, "no-slot", "no free slot for expert (" << layer << ", " << e << ")",
+                    "this is a bug in the scheduler");
+      }
+      send_load(layer, e, p);
+      plan[e] = p;
+    }
+  }
+
+  // COMPUTE: each expert's tokens in mini-batches, in expert order.
+  pair_out_.assign(n * k * d, 0.0f);
+  pending_.clear();
+  for (const auto& [e, pairs] : users) {
+    const Placement p = opts_.mode == Mode::kResident ? sched_.resident_place(layer, e) : plan.at(e);
+    const auto chunks = expert_chunks(pairs.size(), static_cast<size_t>(opts_.prefill_batch));
+    size_t at = 0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const size_t m = chunks[c];
+      xs_.resize(m * d);
+      Pending pend{p.rank, e, {}};
+      for (size_t q = 0; q < m; ++q) {
+        pend.pairs.push_back(pairs[at + q]);
+        std::memcpy(&xs_[q * d], h + (pairs[at + q] / k) * d, d * 4);
+      }
+      at += m;
+      MsgHeader hd;
+      hd.op = Op::kCompute;
+      hd.layer = layer;
+      hd.expert = e;
+      hd.slot = p.slot;
+      hd.n_tokens = static_cast<int32_t>(m);
+      hd.flags = (opts_.mode == Mode::kOnDemand && c + 1 == chunks.size()) ? kFlagLast : 0;
+      hd.seq = ++seq_;
+      out_.send(p.rank, kTagCmd, hd, xs_.data(), m * d * 4);
+      pending_[hd.seq] = std::move(pend);
+      ++computes_;
+    }
+  }
+  t_submit_ = now_s();
+  // A look-ahead predictor works while the workers compute.
+  predictor_->after_routing(step_, layer, h, n, ids, k, *this);
+}
+
+void DistributedExpertExecutor::collect(float* out) {
+  const size_t d = static_cast<size_t>(n_embd_);
+  const int layer = cur_layer_;
+  while (!pending_.empty()) {
+    Message m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] {
+      std::set<int> ranks;
+      for (const auto& [_, p] : pending_) ranks.insert(p.rank);
+      std::string who;
+      for (int r : ranks) who += (who.empty() ? "" : ", ") + comm_.where(r);
+      return "the results of layer " + std::to_string(layer) + " from " + who;
+    }, [&] { out_.reap(); });
+    ODMOE_CHECK(m.header.op == Op::kResult, kMpi, "protocol",
+                "expected RESULT, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
+    const auto it = pending_.find(m.header.seq);
+    ODMOE_CHECK(it != pending_.end() && it->second.rank == m.source, kMpi, "protocol",
+                "unexpected RESULT #" << m.header.seq << " from " << comm_.where(m.source), "");
+    const Pending& p = it->second;
+    ODMOE_CHECK(m.payload.size() == p.pairs.size() * d * 4, kMpi, "protocol",
+                "RESULT from " << comm_.where(m.source) << " has " << m.payload.size() << " bytes, expected "
+                               << p.pairs.size() * d * 4, "");
+    const auto* y = reinterpret_cast<const float*>(m.payload.data());
+    for (size_t q = 0; q < p.pairs.size(); ++q) std::memcpy(&pair_out_[p.pairs[q] * d], y + q * d, d * 4);
+    pending_.erase(it);
+  }
+  combine_expert_outputs(pair_out_.data(), cur_w_, cur_n_, cur_k_, d, out);
+  const double t = now_s();
+  trace_.add("experts L" + std::to_string(layer), "main", kStreamWait, t_submit_, t);
+  if (!prefill_) {
+    expert_wait_s_ += t - t_submit_;
+    ++decode_layers_;
+  }
+  t_last_ = t;
+  ++layers_done_;
+  cur_layer_ = -1;
+  if (opts_.mode == Mode::kOnDemand) {
+    // The layer's slots were freed by the last COMPUTE of each expert.
+    for (const auto& [e, p] : plan_[static_cast<size_t>(layer)]) slot(p) = {};
+    plan_[static_cast<size_t>(layer)].clear();
+    if (prefill_) {
+      dispatch_prefill_layer(layer + 2);
+    } else {
+      group_next_[static_cast<size_t>(sched_.group_of_layer(layer))] = layer + sched_.n_groups();
+    }
+  }
+  if (layer + 1 == n_layer_) trace_.add("step " + std::to_string(step_), "step", kStreamStep, t_step_, t);
+  pump();
+}
+
+nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, const nlohmann::json& main_rank_stats) {
+  finished_ = true;
+  for (int r = 1; r < comm_.size(); ++r) {
+    MsgHeader h;
+    h.op = Op::kStop;
+    h.seq = ++seq_;
+    out_.send(r, kTagCmd, h);
+  }
+  std::vector<nlohmann::json> worker(static_cast<size_t>(comm_.size()));
+  for (int got = 0; got < comm_.size() - 1; ++got) {
+    Message m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] { return std::string("statistics from every expert rank"); });
+    ODMOE_CHECK(m.header.op == Op::kStats, kMpi, "protocol",
+                "expected STATS, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
+    worker[static_cast<size_t>(m.source)] = nlohmann::json::parse(m.payload.begin(), m.payload.end());
+  }
+  out_.drain("the expert ranks to take STOP");
+
+  nlohmann::json j;
+  nlohmann::json ranks = nlohmann::json::array();
+  ranks.push_back(main_rank_stats);
+  double stall = 0, load = 0, compute = 0;
+  uint64_t bytes = 0;
+  for (int r = 1; r < comm_.size(); ++r) {
+    nlohmann::json w = worker[static_cast<size_t>(r)];
+    w["clock_offset_seconds"] = clock_offset_[static_cast<size_t>(r)];
+    w["clock_rtt_seconds"] = rtt_[static_cast<size_t>(r)];
+    stall += w["stall_seconds"].get<double>();
+    load += w["load_seconds"].get<double>();
+    compute += w["compute_seconds"].get<double>();
+    bytes += w["bytes_pulled"].get<uint64_t>();
+    nlohmann::json copy = w;
+    copy.erase("trace_events");
+    ranks.push_back(copy);
+  }
+  j["ranks"] = ranks;
+  j["schedule"] = {{"mode", mode_name(opts_.mode)},
+                   {"groups", sched_.n_groups()},
+                   {"group_size", sched_.group_size()},
+                   {"workers", sched_.n_workers()},
+                   {"slots_per_worker", n_slots_},
+                   {"placement", store_placement_name(opts_.store.placement)},
+                   {"replicas", opts_.store.replicas},
+                   {"nodes", comm_.n_nodes()},
+                   {"load_gbps_emulated", opts_.load_gbps},
+                   {"prefill_batch", opts_.prefill_batch},
+                   {"description", sched_.to_string()}};
+  // Eq. 1 of the paper: the time a group has to load its next layer while the others work.
+  const double t_main = decode_layers_ ? dense_s_ / static_cast<double>(decode_layers_) : 0.0;
+  const double t_worker = decode_layers_ ? expert_wait_s_ / static_cast<double>(decode_layers_) : 0.0;
+  const int G = sched_.n_groups();
+  j["timing"] = {{"decode_layers", decode_layers_},
+                 {"t_main_seconds_per_layer", t_main},
+                 {"t_worker_seconds_per_layer", t_worker},
+                 {"t_maxload_seconds", G * t_main + (G - 1) * t_worker},
+                 {"workers_load_seconds", load},
+                 {"workers_stall_seconds", stall},
+                 {"workers_compute_seconds", compute},
+                 {"workers_bytes_pulled", bytes},
+                 {"load_hidden_fraction", load > 0 ? std::max(0.0, 1.0 - stall / load) : 1.0},
+                 {"loads", loads_},
+                 {"computes", computes_}};
+  nlohmann::json per_layer = nlohmann::json::array();
+  uint64_t act = 0, pred = 0, hits = 0, lead = 0, wasted = 0;
+  for (const LayerStats& s : layer_stats_) {
+    per_layer.push_back({{"activated", s.activated},
+                         {"predicted", s.predicted},
+                         {"hits", s.hits},
+                         {"misses", s.misses},
+                         {"recall", s.activated ? static_cast<double>(s.hits) / static_cast<double>(s.activated) : 0.0},
+                         {"precision", s.predicted ? static_cast<double>(s.hits) / static_cast<double>(s.predicted) : 0.0},
+                         {"mean_lead_layers", s.hits ? static_cast<double>(s.lead_layers_sum) / static_cast<double>(s.hits) : 0.0}});
+    act += s.activated;
+    pred += s.predicted;
+    hits += s.hits;
+    lead += s.lead_layers_sum;
+    wasted += s.wasted_loads;
+  }
+  j["predictor"] = {{"name", predictor_->name()},
+                    {"decode_activated", act},
+                    {"decode_predicted", pred},
+                    {"recall", act ? static_cast<double>(hits) / static_cast<double>(act) : 0.0},
+                    {"precision", pred ? static_cast<double>(hits) / static_cast<double>(pred) : 0.0},
+                    {"mean_lead_layers", hits ? static_cast<double>(lead) / static_cast<double>(hits) : 0.0},
+                    {"wasted_loads", wasted},
+                    {"per_layer", per_layer}};
+
+  if (!trace_path.empty()) {
+    nlohmann::json events = nlohmann::json::array();
+    const double origin = origin_;
+    TraceRecorder::append_names(0, "rank 0: main (" + comm_.host(0) + ")", &events);
+    TraceRecorder::append_events(trace_.to_json(), 0, 0.0, origin, &events);
+    for (int r = 1; r < comm_.size(); ++r) {
+      TraceRecorder::append_names(r, "rank " + std::to_string(r) + ": expert rank, group " +
+                                         std::to_string(sched_.group_of_rank(r)) + " (" + comm_.host(r) + ")",
+                                  &events);
+      TraceRecorder::append_events(worker[static_cast<size_t>(r)]["trace_events"], r,
+                                   clock_offset_[static_cast<size_t>(r)], origin, &events);
+    }
+    const std::string tmp = trace_path + ".tmp";
+    {
+      std::ofstream f(tmp);
+      ODMOE_CHECK(f.good(), kIo, "open", "cannot write --trace " << trace_path, "check the path");
+      f << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+    }
+    ODMOE_CHECK(std::rename(tmp.c_str(), trace_path.c_str()) == 0, kIo, "rename", "cannot write " << trace_path, "");
+  }
+  return j;
+}
+
+}  // namespace odmoe::dist

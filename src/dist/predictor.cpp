@@ -1,0 +1,102 @@
+#include "odmoe/dist/predictor.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "odmoe/core/error.h"
+
+namespace odmoe::dist {
+
+namespace {
+constexpr const char* kFormat = "odmoe-routing-trace";
+constexpr int kVersion = 1;
+
+class NonePredictor final : public Predictor {
+ public:
+  std::string name() const override { return "none"; }
+  void begin_step(int, const int32_t*, size_t, PredictionSink&) override {}
+};
+
+class OraclePredictor final : public Predictor {
+ public:
+  explicit OraclePredictor(RoutingTrace t) : trace_(std::move(t)) {}
+  std::string name() const override { return "oracle"; }
+  void begin_step(int step, const int32_t*, size_t, PredictionSink& sink) override {
+    if (step < 0 || static_cast<size_t>(step) >= trace_.steps.size()) return;  // past the recording
+    const RoutingTrace::Step& s = trace_.steps[static_cast<size_t>(step)];
+    for (size_t l = 0; l < s.layers.size(); ++l) {
+      std::vector<int32_t> experts;
+      for (int32_t e : s.layers[l])
+        if (std::find(experts.begin(), experts.end(), e) == experts.end()) experts.push_back(e);
+      sink.publish(static_cast<int>(l), experts);
+    }
+  }
+
+ private:
+  RoutingTrace trace_;
+};
+}  // namespace
+
+std::unique_ptr<Predictor> make_none_predictor() { return std::make_unique<NonePredictor>(); }
+std::unique_ptr<Predictor> make_oracle_predictor(RoutingTrace trace) {
+  return std::make_unique<OraclePredictor>(std::move(trace));
+}
+
+void RoutingTrace::save(const std::string& path) const {
+  nlohmann::json j = {{"format", kFormat}, {"version", kVersion},   {"model_uid", model_uid}, {"n_layer", n_layer},
+                      {"n_expert", n_expert}, {"top_k", top_k}, {"prompt", prompt}};
+  j["steps"] = nlohmann::json::array();
+  for (const Step& s : steps) j["steps"].push_back({{"tokens", s.tokens}, {"layers", s.layers}});
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write routing trace " << path, "check the path");
+    f << j.dump() << "\n";
+    ODMOE_CHECK(f.good(), kIo, "write", "writing routing trace " << path << " failed", "check free disk space");
+  }
+  ODMOE_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, kIo, "rename", "cannot rename " << tmp << " to " << path, "");
+}
+
+RoutingTrace RoutingTrace::load(const std::string& path) {
+  std::ifstream f(path);
+  ODMOE_CHECK(f.good(), kIo, "open", "cannot read routing trace " << path,
+              "record one with `odmoe generate ... --save-routing FILE`");
+  nlohmann::json j;
+  try {
+    f >> j;
+  } catch (const std::exception& e) {
+    ODMOE_THROW(kConfig, "bad-trace", path << " is not valid JSON: " << e.what(), "");
+  }
+  RoutingTrace t;
+  try {
+    ODMOE_CHECK(j.value("format", "") == kFormat && j.value("version", 0) == kVersion, kConfig, "bad-trace",
+                path << " is not an odmoe routing trace (format " << kFormat << " version " << kVersion << ")", "");
+    t.model_uid = j.at("model_uid").get<uint64_t>();
+    t.n_layer = j.at("n_layer").get<int>();
+    t.n_expert = j.at("n_expert").get<int>();
+    t.top_k = j.at("top_k").get<int>();
+    t.prompt = j.at("prompt").get<std::vector<int32_t>>();
+    for (const auto& s : j.at("steps")) {
+      Step st;
+      st.tokens = s.at("tokens").get<std::vector<int32_t>>();
+      st.layers = s.at("layers").get<std::vector<std::vector<int32_t>>>();
+      ODMOE_CHECK(static_cast<int>(st.layers.size()) == t.n_layer, kConfig, "bad-trace",
+                  path << ": a step has " << st.layers.size() << " layers, the trace says " << t.n_layer, "");
+      for (const auto& ids : st.layers) {
+        ODMOE_CHECK(ids.size() == st.tokens.size() * static_cast<size_t>(t.top_k), kConfig, "bad-trace",
+                    path << ": a step's layer has " << ids.size() << " expert ids for " << st.tokens.size()
+                         << " tokens of top-" << t.top_k, "");
+        for (int32_t e : ids)
+          ODMOE_CHECK(e >= 0 && e < t.n_expert, kConfig, "bad-trace", path << ": expert id " << e << " out of range", "");
+      }
+      t.steps.push_back(std::move(st));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    ODMOE_THROW(kConfig, "bad-trace", path << " is not a valid routing trace: " << e.what(), "");
+  }
+  return t;
+}
+
+}  // namespace odmoe::dist

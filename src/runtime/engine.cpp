@@ -1,0 +1,111 @@
+#include "odmoe/runtime/engine.h"
+
+#include <mpi.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "odmoe/core/error.h"
+#include "odmoe/core/memory_stats.h"
+
+namespace odmoe {
+
+namespace {
+bool g_coupled = false;
+
+int cores_available() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+}  // namespace
+
+bool Engine::ranks_coupled() { return g_coupled; }
+
+nlohmann::json main_rank_stats(const std::string& backend) {
+  return {{"rank", 0}, {"role", "main"}, {"peak_host_bytes", peak_rss_bytes()}, {"peak_device_bytes", 0},
+          {"device", backend}};
+}
+
+std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::unique_ptr<Engine> eng(new Engine);
+  eng->opts_ = o;
+  if (size == 1) {
+    eng->files_ = std::make_unique<ModelFiles>(o.model_dir);
+    eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), o.threads);
+    eng->local_ = std::make_unique<LocalExpertExecutor>(*eng->files_, *eng->backend_);
+    eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->local_, o.n_ctx);
+    return eng;
+  }
+
+  g_coupled = true;
+  eng->comm_ = std::make_unique<dist::Comm>(std::max(o.dist.timeout_s, o.dist.startup_timeout_s));
+  const dist::Comm& comm = *eng->comm_;
+  eng->files_ = std::make_unique<ModelFiles>(o.model_dir);
+  int on_node = 0;
+  for (int r = 0; r < comm.size(); ++r) on_node += comm.node_of(r) == comm.node_of(comm.rank());
+  const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() / on_node);
+  eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
+  const ModelConfig& c = eng->files_->config();
+  const int workers = size - 1;
+  const int groups = o.dist.groups > 0 ? o.dist.groups : dist::Schedule::default_groups(workers, c.n_expert_used);
+  eng->sched_ = std::make_unique<dist::Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups);
+  eng->store_ = std::make_unique<dist::ExpertStore>(comm, *eng->files_, o.dist.store);
+
+  eng->comm_->set_timeout(o.dist.timeout_s);
+  if (comm.rank() != 0) {
+    dist::run_worker(comm, *eng->files_, *eng->store_, *eng->backend_, *eng->sched_, o.dist);
+    eng->store_->close();
+    return nullptr;
+  }
+
+  std::unique_ptr<dist::Predictor> pred;
+  if (o.dist.predictor == "none" || o.dist.mode == dist::Mode::kResident) {
+    pred = dist::make_none_predictor();
+  } else if (o.dist.predictor == "oracle") {
+    ODMOE_CHECK(!o.dist.routing_trace.empty(), kCli, "bad-option", "--predictor oracle needs --routing-trace FILE",
+                "record one first: odmoe generate ... --save-routing FILE");
+    dist::RoutingTrace t = dist::RoutingTrace::load(o.dist.routing_trace);
+    ODMOE_CHECK(t.model_uid == eng->files_->header().model_uid && t.n_layer == c.n_layer && t.n_expert == c.n_expert,
+                kCli, "bad-trace", o.dist.routing_trace << " was recorded with another model",
+                "record the trace with the same --model");
+    pred = dist::make_oracle_predictor(std::move(t));
+  } else {
+    ODMOE_THROW(kCli, "bad-option", "--predictor " << o.dist.predictor << " is not available",
+                "choose none or oracle");
+  }
+  eng->exec_ = std::make_unique<dist::DistributedExpertExecutor>(comm, *eng->files_, *eng->store_, *eng->sched_,
+                                                                  o.dist, std::move(pred));
+  eng->exec_->start();
+  eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->exec_, o.n_ctx);
+  return eng;
+}
+
+Engine::~Engine() = default;
+
+std::string Engine::describe() const {
+  if (!exec_) return "single process, " + backend_->to_string();
+  const dist::DistOptions& d = opts_.dist;
+  std::string s = std::string(dist::mode_name(d.mode)) + ", " + sched_->to_string() + ", " +
+                  dist::store_placement_name(d.store.placement) + " store on " + std::to_string(comm_->n_nodes()) +
+                  " node" + (comm_->n_nodes() > 1 ? "s" : "");
+  if (d.mode == dist::Mode::kOnDemand) s += ", predictor " + d.predictor;
+  if (d.load_gbps > 0) s += ", link emulated at " + std::to_string(d.load_gbps) + " Gbit/s per expert rank";
+  return s + ", " + backend_->to_string();
+}
+
+nlohmann::json Engine::finish(const std::string& trace_path) {
+  ODMOE_CHECK(!finished_, kCore, "twice", "Engine::finish called twice", "");
+  finished_ = true;
+  nlohmann::json main_stats = main_rank_stats(backend_->to_string());
+  if (!exec_) return {{"ranks", nlohmann::json::array({main_stats})}};
+  main_stats["host"] = comm_->host(0);
+  nlohmann::json j = exec_->finish(trace_path, main_stats);
+  store_->close();
+  return j;
+}
+
+}  // namespace odmoe
