@@ -1,0 +1,202 @@
+// The distributed runtime end to end: real `mpirun` jobs of the odmoe CLI on one machine.
+// Greedy generation in every mode, rank count and group count must give exactly the tokens
+// (and router decisions) of the single-process run; logits must be equal.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace odmoe {
+namespace {
+
+const std::string kOdmoe = ODMOE_CLI_BIN;
+const std::string kWeights = ODMOE_WEIGHTS_BIN;
+const std::string kMpirun = std::string(ODMOE_MPIEXEC) + " --allow-run-as-root --oversubscribe";
+
+std::string child_env() {
+#ifdef ODMOE_CHILD_ENV
+  return std::string(ODMOE_CHILD_ENV) + " ";
+#else
+  return "";
+#endif
+}
+
+std::string mpirun(int np) { return child_env() + kMpirun + " -np " + std::to_string(np) + " " + kOdmoe; }
+
+class Distributed : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new test::TempDir();
+    // The bundled model in bf16 over 3 shards; a tiny Qwen3-MoE (5 experts, top-3) in f32.
+    auto r = test::run_command(kWeights + " convert " + std::string(ODMOE_SOURCE_DIR) +
+                               "/weights-tools/models/shakespeare-mixtral " + tmp_->str("mixtral") + " --shards 3");
+    ASSERT_EQ(r.status, 0) << r.output;
+    r = test::run_command(kWeights + " convert " + test::data_dir() + "/hf/qwen3_moe " + tmp_->str("qwen3") + " --dtype f32 --shards 2");
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  static void TearDownTestSuite() {
+    delete tmp_;
+    tmp_ = nullptr;
+  }
+  static std::string model(const std::string& m) { return tmp_->str(m); }
+  static std::string prompt(const std::string& m) { return m == "mixtral" ? "'ROMEO:'" : "'Hello world, the'"; }
+
+  // Runs generate and returns its routing trace (input tokens and router choices per step).
+  static nlohmann::json generate(const std::string& launcher, const std::string& m, const std::string& extra,
+                                 const std::string& tag, nlohmann::json* stats = nullptr) {
+    const std::string routing = tmp_->str("routing-" + tag + ".json"), st = tmp_->str("stats-" + tag + ".json");
+    const auto r = test::run_command(launcher + " generate --model " + model(m) + " --prompt " + prompt(m) +
+                                     " --max-new-tokens 20 --timeout 30 --save-routing " + routing +
+                                     " --stats-json " + st + " " + extra);
+    EXPECT_EQ(r.status, 0) << launcher << " " << extra << "\n" << r.output;
+    if (r.status != 0) return {};
+    if (stats) *stats = nlohmann::json::parse(test::read_file(st));
+    return nlohmann::json::parse(test::read_file(routing))["steps"];
+  }
+  static test::TempDir* tmp_;
+};
+test::TempDir* Distributed::tmp_ = nullptr;
+
+struct Case {
+  std::string model;
+  int np, groups;
+  std::string mode, predictor;
+};
+
+std::string case_name(const Case& c) {
+  return c.model + "_np" + std::to_string(c.np) + "_G" + std::to_string(c.groups) + "_" + c.mode + "_" + c.predictor;
+}
+
+void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
+
+class DistributedTokens : public Distributed, public ::testing::WithParamInterface<Case> {};
+
+TEST_P(DistributedTokens, MatchSingleProcess) {
+  const Case& c = GetParam();
+  const nlohmann::json single = generate(child_env() + kOdmoe, c.model, "", "single-" + c.model);
+  ASSERT_FALSE(single.empty());
+  std::string extra = "--mode " + c.mode + " --groups " + std::to_string(c.groups);
+  if (c.mode == "on-demand") extra += " --predictor " + c.predictor;
+  if (c.predictor == "oracle") extra += " --routing-trace " + tmp_->str("routing-single-" + c.model + ".json");
+  nlohmann::json stats;
+  const nlohmann::json dist = generate(mpirun(c.np), c.model, extra, case_name(c), &stats);
+  ASSERT_EQ(dist, single) << "tokens or routing differ from the single-process run";
+  // The run really was distributed the way it was asked to be.
+  ASSERT_EQ(stats["ranks"].size(), static_cast<size_t>(c.np));
+  EXPECT_EQ(stats["schedule"]["groups"], c.groups);
+  EXPECT_EQ(stats["schedule"]["mode"], c.mode);
+  uint64_t pulled = 0, computes = 0;
+  for (size_t r = 1; r < stats["ranks"].size(); ++r) {
+    pulled += stats["ranks"][r]["bytes_pulled"].get<uint64_t>();
+    computes += stats["ranks"][r]["computes"].get<uint64_t>();
+  }
+  EXPECT_GT(pulled, 0u);
+  EXPECT_GT(computes, 0u);
+  if (c.mode == "on-demand") {
+    const double recall = stats["predictor"]["recall"];
+    if (c.predictor == "oracle") {
+      EXPECT_EQ(recall, 1.0);
+      EXPECT_EQ(stats["predictor"]["precision"], 1.0);
+    } else {
+      EXPECT_EQ(recall, 0.0);
+    }
+  }
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> v;
+  for (const std::string m : {"mixtral", "qwen3"})
+    for (int np : {2, 3, 5})
+      for (int g : {1, 2}) {
+        if ((np - 1) % g) continue;
+        v.push_back({m, np, g, "resident", "none"});
+        v.push_back({m, np, g, "on-demand", "none"});
+        v.push_back({m, np, g, "on-demand", "oracle"});
+      }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, DistributedTokens, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<Case>& p) {
+                           std::string n = case_name(p.param);
+                           for (char& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
+
+TEST_F(Distributed, LogitsEqualSingleProcess) {
+  const std::string ids = "1,487,642,901,259,33,1200,7";
+  const auto single = test::run_command(child_env() + kOdmoe + " logits --model " + model("mixtral") + " --token-ids " + ids);
+  ASSERT_EQ(single.status, 0) << single.output;
+  for (const std::string mode : {"resident", "on-demand"}) {
+    const auto dist = test::run_command(mpirun(4) + " logits --model " + model("mixtral") + " --token-ids " + ids +
+                                        " --mode " + mode + " --prefill-batch 8 --timeout 30");
+    ASSERT_EQ(dist.status, 0) << dist.output;
+    const auto a = nlohmann::json::parse(single.output)["logits"], b = nlohmann::json::parse(dist.output)["logits"];
+    ASSERT_EQ(a.size(), b.size());
+    double worst = 0;
+    for (size_t t = 0; t < a.size(); ++t)
+      for (size_t v = 0; v < a[t].size(); ++v)
+        worst = std::max(worst, std::abs(a[t][v].get<double>() - b[t][v].get<double>()));
+    // Same kernels on the same token batches, summed in the same order: bit-identical.
+    EXPECT_EQ(worst, 0.0) << mode;
+  }
+}
+
+TEST_F(Distributed, StatsAndTraceDescribeEveryRank) {
+  const std::string trace = tmp_->str("trace.json");
+  nlohmann::json stats;
+  generate(mpirun(3), "mixtral", "--mode on-demand --trace " + trace + " --load-gbps 2 --verify-pulls", "trace", &stats);
+  ASSERT_FALSE(stats.empty());
+  EXPECT_GT(stats["decode_tokens_per_second"].get<double>(), 0.0);
+  EXPECT_GT(stats["ttft_seconds"].get<double>(), 0.0);
+  for (size_t r = 0; r < 3; ++r) EXPECT_GT(stats["ranks"][r]["peak_host_bytes"].get<uint64_t>(), 0u);
+  for (size_t r = 1; r < 3; ++r) {
+    const auto& w = stats["ranks"][r];
+    EXPECT_EQ(w["pulls_verified"], w["pulls"]);
+    // An emulated 2 Gbit/s link: pulls take at least bytes / rate.
+    EXPECT_GE(w["load_seconds"].get<double>(), w["bytes_pulled"].get<double>() * 8 / 2e9 * 0.99);
+    EXPECT_GE(w["compute_seconds"].get<double>(), 0.0);
+    EXPECT_GE(w["stall_seconds"].get<double>(), 0.0);
+    EXPECT_GE(w["message_wait_seconds"].get<double>(), 0.0);
+  }
+  EXPECT_GT(stats["timing"]["t_main_seconds_per_layer"].get<double>(), 0.0);
+  const auto t = nlohmann::json::parse(test::read_file(trace));
+  std::set<std::pair<int, std::string>> seen;  // (rank, category)
+  for (const auto& e : t["traceEvents"])
+    if (e["ph"] == "X") {
+      seen.insert({e["pid"].get<int>(), e["cat"].get<std::string>()});
+      EXPECT_GE(e["dur"].get<double>(), 0.0);
+    }
+  EXPECT_TRUE(seen.count({0, "main"}));
+  for (int r = 1; r < 3; ++r) {
+    EXPECT_TRUE(seen.count({r, "load"})) << r;
+    EXPECT_TRUE(seen.count({r, "compute"})) << r;
+  }
+}
+
+TEST_F(Distributed, BadInputBringsEveryRankDown) {
+  // A bad option: every rank sees it, exit status 2 with the reason.
+  auto r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") + " --prompt hi --groups 3");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--groups 3 does not divide the 2 expert ranks"), std::string::npos) << r.output;
+  // An error only main finds (after the engine is up): the job still ends, non-zero, quickly.
+  const auto t0 = std::chrono::steady_clock::now();
+  r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") + " --prompt '' --timeout 30");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("the prompt is empty"), std::string::npos) << r.output;
+  EXPECT_LT(secs, 25.0);
+  // An oracle trace from another model.
+  r = test::run_command(mpirun(3) + " generate --model " + model("qwen3") + " --prompt hi --predictor oracle " +
+                        "--routing-trace " + tmp_->str("routing-single-mixtral.json"));
+  EXPECT_NE(r.status, 0);
+  r = test::run_command(mpirun(2) + " generate --model " + model("mixtral") + " --prompt hi --predictor oracle");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--routing-trace"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace odmoe
