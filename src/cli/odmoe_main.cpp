@@ -59,7 +59,7 @@ bool parse(int argc, char** argv, po::options_description& opts, const char* usa
 // Options every command shares: the model, and how a distributed run is laid out.
 struct EngineArgs {
   EngineOptions eo;
-  std::string mode = "on-demand", placement = "replicated", progress = "auto", trace;
+  std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
 
   void add(po::options_description& o) {
     dist::DistOptions& d = eo.dist;
@@ -75,7 +75,9 @@ struct EngineArgs {
         "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
         "placement", po::value(&placement)->default_value(placement),
         "expert store: replicated (every node maps every shard) | sharded (shards spread over nodes)")(
-        "replicas", po::value(&d.store.replicas)->default_value(1), "sharded: nodes holding each shard")(
+        "replicas", po::value(&d.store.replicas)->default_value(1), "sharded: store ranks holding each shard")(
+        "store-ranks", po::value(&store_ranks)->default_value(store_ranks),
+        "node: the first expert rank of each node holds the node's part of the store | all: every expert rank does")(
         "timeout", po::value(&d.timeout_s)->default_value(d.timeout_s), "seconds any rank waits for another before failing")(
         "startup-timeout", po::value(&d.startup_timeout_s)->default_value(d.startup_timeout_s),
         "seconds allowed for start-up (mapping shards, loading the model)")(
@@ -97,6 +99,8 @@ struct EngineArgs {
     else if (progress == "on") d.store.progress_thread = 1;
     else if (progress == "off") d.store.progress_thread = 0;
     else throw UsageError("--progress-thread must be auto, on or off");
+    if (store_ranks != "node" && store_ranks != "all") throw UsageError("--store-ranks must be node or all");
+    d.store.every_worker_stores = store_ranks == "all";
     if (d.predictor != "none" && d.predictor != "oracle")
       throw UsageError("--predictor must be none or oracle (the shadow predictor is not built yet)");
     if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw UsageError("--timeout and --startup-timeout must be > 0");

@@ -16,8 +16,6 @@
 namespace odmoe::dist {
 
 namespace {
-constexpr uint64_t kMaxGetBytes = uint64_t{1} << 26;  // one MPI_Rget moves at most 64 MiB
-
 // Maps a whole file private and writable (copy-on-write, never written) so every RMA
 // transport can register it, and reads it in now: pulls then measure RMA, not the disk.
 void* map_file(const std::string& path, size_t* bytes) {
@@ -54,12 +52,13 @@ const char* store_placement_name(StorePlacement p) {
 }
 
 ExpertStore::ExpertStore(const Comm& comm, const ModelFiles& files, const StoreOptions& opts)
-    : comm_(comm), n_layer_(files.config().n_layer), n_expert_(files.config().n_expert) {
+    : comm_(comm), n_layer_(files.config().n_layer), n_expert_(files.config().n_expert),
+      max_get_bytes_(std::max<uint64_t>(opts.max_get_bytes, 1)) {
   const int n_shard = files.n_shard();
   // Store ranks: the lowest expert rank of every node.
   std::vector<int> seen_node;
   for (int r = 1; r < comm.size(); ++r)
-    if (std::find(seen_node.begin(), seen_node.end(), comm.node_of(r)) == seen_node.end()) {
+    if (opts.every_worker_stores || std::find(seen_node.begin(), seen_node.end(), comm.node_of(r)) == seen_node.end()) {
       seen_node.push_back(comm.node_of(r));
       store_ranks_.push_back(r);
     }
@@ -229,8 +228,8 @@ void ExpertStore::post_get(int layer, int expert, void* dst, std::vector<MPI_Req
   const int src = source_of(layer, expert);
   MPI_Win win = wins_[static_cast<size_t>(en.rec.shard)];
   auto* out = static_cast<uint8_t*>(dst);
-  for (uint64_t done = 0; done < en.rec.bytes; done += kMaxGetBytes) {
-    const uint64_t n = std::min(kMaxGetBytes, en.rec.bytes - done);
+  for (uint64_t done = 0; done < en.rec.bytes; done += max_get_bytes_) {
+    const uint64_t n = std::min(max_get_bytes_, en.rec.bytes - done);
     MPI_Request req;
     MPI_Rget(out + done, static_cast<int>(n), MPI_BYTE, src, static_cast<MPI_Aint>(en.rec.offset + done),
              static_cast<int>(n), MPI_BYTE, win, &req);

@@ -4,7 +4,8 @@
 // pull an expert with passive-target MPI_Rget inside one lock_all epoch that lasts the
 // whole run.
 //
-// Holders: on every node the lowest-ranked expert rank is that node's store rank.
+// Holders: on every node the lowest-ranked expert rank is that node's store rank (or, with
+// every_worker_stores, every expert rank is a store rank).
 //  * replicated: every store rank maps every shard, so pulls stay on the node;
 //  * sharded --replicas r: shard i is mapped by store ranks i, i+1, .., i+r-1 (mod the
 //    number of store ranks), so a model larger than one node's memory still runs and pulls
@@ -35,6 +36,8 @@ struct StoreOptions {
   int replicas = 1;              // sharded only
   int progress_thread = -1;      // -1: when the job spans several nodes; 0: never; 1: always
   int progress_poll_us = 50;     // sleep between the progress thread's polls
+  bool every_worker_stores = false;  // every expert rank is a store rank, not one per node
+  uint64_t max_get_bytes = uint64_t{1} << 26;  // one MPI_Rget moves at most this much
 };
 
 // Where one expert lies: the same on every holder (they map the same file).
@@ -86,6 +89,7 @@ class ExpertStore {
   int n_layer_, n_expert_;
   std::vector<ExpertEntry> dir_;  // [layer * n_expert + expert]
   std::vector<int> store_ranks_;
+  uint64_t max_get_bytes_;
   std::vector<void*> maps_;       // per shard: this rank's mapping, or null
   std::vector<size_t> map_bytes_;
   std::vector<MPI_Win> wins_;     // per shard
