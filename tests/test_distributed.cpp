@@ -3,8 +3,14 @@
 // (and router decisions) of the single-process run; logits must be equal.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+#include <signal.h>
+
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <thread>
+
+#include <set>
 
 #include "test_util.h"
 
@@ -196,6 +202,87 @@ TEST_F(Distributed, BadInputBringsEveryRankDown) {
   r = test::run_command(mpirun(2) + " generate --model " + model("mixtral") + " --prompt hi --predictor oracle");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("--routing-trace"), std::string::npos) << r.output;
+}
+
+// Processes whose command line contains `marker` and whose environment says they are MPI
+// rank `rank` (Open MPI sets OMPI_COMM_WORLD_RANK).
+std::vector<pid_t> find_ranks(const std::string& marker, int rank) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    const std::string cmd = test::read_file("/proc/" + std::string(e->d_name) + "/cmdline");
+    if (cmd.find(marker) == std::string::npos || cmd.find("generate") == std::string::npos) continue;
+    std::string env = test::read_file("/proc/" + std::string(e->d_name) + "/environ");
+    for (char& c : env)
+      if (c == '\0') c = '\n';
+    if (rank < 0 || env.find("\nOMPI_COMM_WORLD_RANK=" + std::to_string(rank) + "\n") != std::string::npos) out.push_back(pid);
+  }
+  closedir(d);
+  return out;
+}
+
+// Starts a long generation, SIGKILLs expert rank 2 once tokens flow, and returns the job's
+// output, exit status and the seconds from the kill to the end of the job.
+struct KillRun {
+  std::string output;
+  int status = -1;
+  double seconds = 0;
+  bool killed = false;
+};
+KillRun kill_a_worker(const std::string& launcher_opts, const std::string& model_dir, const std::string& out_path) {
+  KillRun k;
+  const std::string cmd = child_env() + kMpirun + " " + launcher_opts + " -np 3 " + kOdmoe + " generate --model " + model_dir +
+                          " --prompt 'ROMEO:' --max-new-tokens 400 --n-ctx 500 --load-gbps 0.05 --timeout 4 > " + out_path +
+                          " 2>&1";
+  const pid_t child = fork();
+  if (child == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until the job streams text, then kill rank 2.
+  const auto start = std::chrono::steady_clock::now();
+  auto since = [](auto t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
+  while (since(start) < 60 && test::read_file(out_path).find("ROMEO: ") == std::string::npos)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto victims = find_ranks(model_dir, 2);
+  const auto t_kill = std::chrono::steady_clock::now();
+  for (pid_t p : victims) k.killed = ::kill(p, SIGKILL) == 0 || k.killed;
+  int st = 0;
+  while (since(t_kill) < 60) {
+    if (waitpid(child, &st, WNOHANG) == child) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  k.seconds = since(t_kill);
+  if (k.seconds >= 60) {  // a hang: clean up and report it
+    for (pid_t p : find_ranks(model_dir, -1)) ::kill(p, SIGKILL);
+    waitpid(child, &st, 0);
+  }
+  k.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  k.output = test::read_file(out_path);
+  return k;
+}
+
+TEST_F(Distributed, KilledWorkerBringsTheJobDownNamingTheRank) {
+  // As launched by default: mpirun sees rank 2 die and ends the job, naming it.
+  KillRun k = kill_a_worker("", model("mixtral"), tmp_->str("kill1.out"));
+  ASSERT_TRUE(k.killed) << "rank 2 was not found\n" << k.output;
+  EXPECT_NE(k.status, 0) << k.output;
+  EXPECT_LT(k.seconds, 20.0) << k.output;
+  EXPECT_NE(k.output.find("rank 2"), std::string::npos) << k.output;
+  EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
+
+  // With the job kept alive after a death (--enable-recovery), main itself finds the dead
+  // rank within --timeout (4 s), names it and its host, and brings every rank down.
+  k = kill_a_worker("--enable-recovery", model("mixtral"), tmp_->str("kill2.out"));
+  ASSERT_TRUE(k.killed) << k.output;
+  EXPECT_LT(k.seconds, 20.0) << k.output;
+  EXPECT_NE(k.output.find("timed out after 4 s waiting for the results of layer"), std::string::npos) << k.output;
+  EXPECT_NE(k.output.find("from rank 2 on "), std::string::npos) << k.output;
+  EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
 }
 
 }  // namespace
