@@ -69,10 +69,12 @@ struct Case {
   std::string model;
   int np, groups;
   std::string mode, predictor;
+  int lookahead = 1;
 };
 
 std::string case_name(const Case& c) {
-  return c.model + "_np" + std::to_string(c.np) + "_G" + std::to_string(c.groups) + "_" + c.mode + "_" + c.predictor;
+  return c.model + "_np" + std::to_string(c.np) + "_G" + std::to_string(c.groups) + "_" + c.mode + "_" + c.predictor +
+         (c.lookahead > 1 ? "_ahead" + std::to_string(c.lookahead) : "");
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
@@ -84,7 +86,7 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
   const nlohmann::json single = generate(child_env() + kOdmoe, c.model, "", "single-" + c.model);
   ASSERT_FALSE(single.empty());
   std::string extra = "--mode " + c.mode + " --groups " + std::to_string(c.groups);
-  if (c.mode == "on-demand") extra += " --predictor " + c.predictor;
+  if (c.mode == "on-demand") extra += " --predictor " + c.predictor + " --lookahead " + std::to_string(c.lookahead);
   if (c.predictor == "oracle") extra += " --routing-trace " + tmp_->str("routing-single-" + c.model + ".json");
   nlohmann::json stats;
   const nlohmann::json dist = generate(mpirun(c.np), c.model, extra, case_name(c), &stats);
@@ -121,6 +123,9 @@ std::vector<Case> cases() {
         v.push_back({m, np, g, "on-demand", "none"});
         v.push_back({m, np, g, "on-demand", "oracle"});
       }
+  v.push_back({"mixtral", 3, 1, "on-demand", "oracle", 2});
+  v.push_back({"qwen3", 5, 2, "on-demand", "oracle", 3});
+  v.push_back({"mixtral", 5, 2, "on-demand", "none", 2});
   return v;
 }
 

@@ -21,13 +21,15 @@ void for_each_shape(F&& f) {
       if (W % G) continue;
       for (int E = 1; E <= 10; ++E)
         for (int k = 1; k <= E; ++k)
-          for (int L = 1; L <= 5; ++L) f(Schedule(L, E, k, W, G));
+          for (int L = 1; L <= 5; ++L)
+            for (int ahead = 1; ahead <= 3; ++ahead) f(Schedule(L, E, k, W, G, ahead));
     }
 }
 
 std::string shape(const Schedule& s) {
   return "L=" + std::to_string(s.n_layer()) + " E=" + std::to_string(s.n_expert()) + " k=" + std::to_string(s.top_k()) +
-         " W=" + std::to_string(s.n_workers()) + " G=" + std::to_string(s.n_groups());
+         " W=" + std::to_string(s.n_workers()) + " G=" + std::to_string(s.n_groups()) +
+         " lookahead=" + std::to_string(s.lookahead());
 }
 
 }  // namespace
@@ -51,7 +53,20 @@ TEST(Schedule, GroupsPartitionTheExpertRanks) {
 TEST(Schedule, DecodePlacesFillTheGroupRoundRobin) {
   for_each_shape([](const Schedule& s) {
     ASSERT_GE(s.decode_capacity(), s.top_k()) << shape(s);
-    ASSERT_LE(s.decode_slots(), s.on_demand_slots());
+    ASSERT_LE(s.lookahead() * s.decode_slots(), s.on_demand_slots());
+    // Layers a group has in flight together (lookahead consecutive layers of the group)
+    // never share a slot.
+    for (int l = 0; l < s.n_layer(); ++l) {
+      std::set<std::pair<int, int>> window;
+      for (int i = 0; i < s.lookahead(); ++i) {
+        const int li = l + i * s.n_groups();
+        for (int j = 0; j < s.decode_capacity(); ++j) {
+          const Placement p = s.decode_place(li, j);
+          ASSERT_LT(p.slot, s.lookahead() * s.decode_slots());
+          ASSERT_TRUE(window.insert({p.rank, p.slot}).second) << shape(s) << " l=" << l << " i=" << i;
+        }
+      }
+    }
     for (int l = 0; l < s.n_layer(); ++l) {
       std::set<std::pair<int, int>> used;
       std::map<int, int> per_rank;
@@ -59,7 +74,7 @@ TEST(Schedule, DecodePlacesFillTheGroupRoundRobin) {
         const Placement p = s.decode_place(l, j);
         ASSERT_EQ(s.group_of_rank(p.rank), s.group_of_layer(l)) << shape(s);
         ASSERT_GE(p.slot, 0);
-        ASSERT_LT(p.slot, s.decode_slots());
+        ASSERT_LT(p.slot % s.decode_slots() + (p.slot / s.decode_slots()) * s.decode_slots(), s.on_demand_slots());
         ASSERT_TRUE(used.insert({p.rank, p.slot}).second) << shape(s) << " j=" << j;
         if (j < s.top_k()) ++per_rank[p.rank];
       }
@@ -142,4 +157,5 @@ TEST(Schedule, ImpossibleShapesAreClearErrors) {
   EXPECT_NE(msg([] { Schedule(4, 8, 2, 0, 1); }).find("at least one expert rank"), std::string::npos);
   EXPECT_NE(msg([] { Schedule(4, 8, 2, 6, 4); }).find("does not divide the 6 expert ranks"), std::string::npos);
   EXPECT_NE(msg([] { Schedule(4, 8, 9, 4, 1); }).find("top-9"), std::string::npos);
+  EXPECT_NE(msg([] { Schedule(4, 8, 2, 4, 1, 0); }).find("--lookahead 0"), std::string::npos);
 }

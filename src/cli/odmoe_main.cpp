@@ -73,6 +73,8 @@ struct EngineArgs {
         "on-demand: none (load after routing) | oracle (replay --routing-trace)")(
         "routing-trace", po::value(&d.routing_trace), "oracle: a trace recorded with generate --save-routing")(
         "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
+        "lookahead", po::value(&d.lookahead)->default_value(1),
+        "on-demand decode: layers a group may load ahead (1: the paper's schedule; 2+: more slots, earlier loads)")(
         "placement", po::value(&placement)->default_value(placement),
         "expert store: replicated (every node maps every shard) | sharded (shards spread over nodes)")(
         "replicas", po::value(&d.store.replicas)->default_value(1), "sharded: store ranks holding each shard")(

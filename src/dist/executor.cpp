@@ -116,18 +116,21 @@ void DistributedExpertExecutor::publish(int layer, const std::vector<int32_t>& e
 // starts loading its next layer as soon as it has finished its previous one.
 void DistributedExpertExecutor::pump() {
   if (prefill_ || opts_.mode == Mode::kResident) return;
-  for (int g = 0; g < sched_.n_groups(); ++g) {
-    const int l = group_next_[static_cast<size_t>(g)];
-    if (l >= n_layer_ || l == cur_layer_ || dispatched_[static_cast<size_t>(l)] || published_at_[static_cast<size_t>(l)] < 0)
-      continue;
-    dispatched_[static_cast<size_t>(l)] = true;
-    const auto& pred = predicted_[static_cast<size_t>(l)];
-    for (size_t j = 0; j < pred.size() && static_cast<int>(j) < sched_.decode_capacity(); ++j) {
-      const Placement p = sched_.decode_place(l, static_cast<int>(j));
-      send_load(l, pred[j], p);
-      plan_[static_cast<size_t>(l)][pred[j]] = p;
+  const int G = sched_.n_groups();
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < sched_.lookahead(); ++i) {
+      // The group's next `lookahead` layers of this step; each has its own bank of slots.
+      const int l = group_next_[static_cast<size_t>(g)] + i * G;
+      if (l >= n_layer_) break;
+      if (l == cur_layer_ || dispatched_[static_cast<size_t>(l)] || published_at_[static_cast<size_t>(l)] < 0) continue;
+      dispatched_[static_cast<size_t>(l)] = true;
+      const auto& pred = predicted_[static_cast<size_t>(l)];
+      for (size_t j = 0; j < pred.size() && static_cast<int>(j) < sched_.decode_capacity(); ++j) {
+        const Placement p = sched_.decode_place(l, static_cast<int>(j));
+        send_load(l, pred[j], p);
+        plan_[static_cast<size_t>(l)][pred[j]] = p;
+      }
     }
-  }
 }
 
 void DistributedExpertExecutor::dispatch_prefill_layer(int layer) {
@@ -345,6 +348,7 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   j["ranks"] = ranks;
   j["schedule"] = {{"mode", mode_name(opts_.mode)},
                    {"groups", sched_.n_groups()},
+                   {"lookahead", sched_.lookahead()},
                    {"group_size", sched_.group_size()},
                    {"workers", sched_.n_workers()},
                    {"slots_per_worker", n_slots_},

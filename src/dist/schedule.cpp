@@ -7,8 +7,11 @@
 
 namespace odmoe::dist {
 
-Schedule::Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups)
-    : n_layer_(n_layer), n_expert_(n_expert), top_k_(top_k), n_workers_(n_workers), n_groups_(n_groups) {
+Schedule::Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead)
+    : n_layer_(n_layer), n_expert_(n_expert), top_k_(top_k), n_workers_(n_workers), n_groups_(n_groups),
+      lookahead_(lookahead) {
+  ODMOE_CHECK(lookahead >= 1 && lookahead <= 8, kCli, "bad-lookahead",
+              "--lookahead " << lookahead << " is out of range", "use 1 (the paper's schedule) to 8");
   ODMOE_CHECK(n_layer > 0 && n_expert > 0 && top_k > 0 && top_k <= n_expert, kCli, "bad-model",
               "cannot schedule a model with " << n_layer << " layers, " << n_expert << " experts, top-" << top_k, "");
   ODMOE_CHECK(n_workers >= 1, kCli, "no-workers",
@@ -28,7 +31,8 @@ int Schedule::default_groups(int n_workers, int top_k) {
 
 Placement Schedule::decode_place(int layer, int j) const {
   ODMOE_CHECK(j >= 0 && j < decode_capacity(), kCore, "range", "decode slot " << j << " out of range", "");
-  return {worker_rank(group_of_layer(layer), j % group_size_), j / group_size_};
+  const int bank = (layer / n_groups_) % lookahead_;
+  return {worker_rank(group_of_layer(layer), j % group_size_), bank * decode_slots() + j / group_size_};
 }
 
 Placement Schedule::prefill_place(int layer, int expert) const {
@@ -53,13 +57,16 @@ int Schedule::resident_slots() const {
   return per_layer * layers_per_group;
 }
 
-int Schedule::on_demand_slots() const { return std::max(decode_slots(), 2 * prefill_slots_per_bank()); }
+int Schedule::on_demand_slots() const {
+  return std::max(lookahead_ * decode_slots(), 2 * prefill_slots_per_bank());
+}
 
 std::string Schedule::to_string() const {
   std::ostringstream os;
   os << n_workers_ << " expert rank" << (n_workers_ > 1 ? "s" : "") << " in " << n_groups_ << " group"
      << (n_groups_ > 1 ? "s" : "") << " of " << group_size_ << "; top-" << top_k_ << " of " << n_expert_ << " experts, "
-     << decode_slots() << " decode slot" << (decode_slots() > 1 ? "s" : "") << " per rank";
+     << decode_slots() << " decode slot" << (decode_slots() > 1 ? "s" : "") << " per rank and layer";
+  if (lookahead_ > 1) os << ", " << lookahead_ << " layers in flight per group";
   return os.str();
 }
 

@@ -1,8 +1,12 @@
 // An expert rank: pulls experts into slots when main says LOAD, computes them on COMPUTE,
 // frees them after the last COMPUTE (on-demand) or keeps them (resident).
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "odmoe/core/error.h"
@@ -17,15 +21,146 @@ struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
 
+// One slot: a buffer for one expert. `busy` is set by the worker thread when it queues a
+// load and cleared by the loader thread (release) when the expert is in the buffer.
 struct Slot {
   std::unique_ptr<uint8_t, FreeDeleter> buf;
-  int layer = -1, expert = -1;  // what the slot holds or is loading; -1: free (dropped or evicted)
+  int layer = -1, expert = -1;            // what it holds or is loading (worker thread); -1: free
   int load_layer = -1, load_expert = -1;  // the last load into it (its gets may outlive a drop)
-  std::vector<MPI_Request> reqs;
-  bool in_flight = false;  // gets posted, not yet complete (or the emulated link not yet done)
-  bool gets_done = false;
+  std::atomic<bool> busy{false};
+  std::vector<MPI_Request> reqs;          // loader thread only
   double t_post = 0, t_link_done = 0;
   uint64_t bytes = 0;
+};
+
+// The loader thread: posts the gets of every queued load at once (several in flight),
+// drives them to completion and marks slots ready, so pulls proceed while the worker
+// thread computes (on one node a get is a copy made by the caller's CPU; across nodes it
+// needs MPI progress). With --load-gbps, a slot becomes ready no earlier than the emulated
+// link would have delivered it: transfers on the link are serialised at the given rate.
+class Loader {
+ public:
+  Loader(const Comm& comm, const ExpertStore& store, const DistOptions& opts, std::vector<Slot>& slots)
+      : comm_(comm), store_(store), opts_(opts), slots_(slots), trace_(opts.trace) {
+    th_ = std::thread([this] { loop(); });
+  }
+  ~Loader() { stop(); }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (th_.joinable()) th_.join();
+  }
+
+  void enqueue(int slot) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      queue_.push_back(slot);
+    }
+    cv_.notify_all();
+  }
+
+  // The loader's failure, if any (checked by the worker thread while it waits).
+  std::string error() {
+    std::lock_guard<std::mutex> g(mu_);
+    return error_;
+  }
+
+  // Read after stop().
+  double load_seconds = 0;
+  uint64_t verified = 0;
+  TraceRecorder& trace() { return trace_; }
+
+ private:
+  void loop() {
+    std::vector<int> in_flight;
+    Backoff backoff;
+    try {
+      for (;;) {
+        std::vector<int> fresh;
+        {
+          std::unique_lock<std::mutex> lk(mu_);
+          if (in_flight.empty())
+            cv_.wait_for(lk, std::chrono::milliseconds(100), [&] { return stop_ || !queue_.empty(); });
+          if (stop_) return;
+          fresh.assign(queue_.begin(), queue_.end());
+          queue_.clear();
+        }
+        for (int si : fresh) {
+          Slot& s = slots_[static_cast<size_t>(si)];
+          s.reqs.clear();
+          s.t_post = now_s();
+          store_.post_get(s.load_layer, s.load_expert, s.buf.get(), &s.reqs);
+          s.t_link_done = 0;
+          if (opts_.load_gbps > 0) {
+            const double start = std::max(s.t_post, link_free_);
+            s.t_link_done = start + static_cast<double>(s.bytes) * 8.0 / (opts_.load_gbps * 1e9);
+            link_free_ = s.t_link_done;
+          }
+          in_flight.push_back(si);
+        }
+        bool progressed = !fresh.empty();
+        for (size_t i = 0; i < in_flight.size();) {
+          Slot& s = slots_[static_cast<size_t>(in_flight[i])];
+          if (!s.reqs.empty()) {
+            int done = 0;
+            MPI_Testall(static_cast<int>(s.reqs.size()), s.reqs.data(), &done, MPI_STATUSES_IGNORE);
+            if (done) s.reqs.clear();
+            else if (now_s() > s.t_post + opts_.timeout_s)
+              ODMOE_THROW(kMpi, "timeout",
+                          "timed out after " << opts_.timeout_s << " s pulling expert (" << s.load_layer << ", "
+                                             << s.load_expert << ") from "
+                                             << comm_.where(store_.source_of(s.load_layer, s.load_expert)),
+                          "the holder may have died or be stuck; a slow link may need a larger --timeout");
+          }
+          const double t = now_s();
+          if (!s.reqs.empty() || t < s.t_link_done) {
+            ++i;
+            continue;
+          }
+          finish(s, t);
+          in_flight.erase(in_flight.begin() + static_cast<long>(i));
+          progressed = true;
+        }
+        if (progressed) backoff.reset();
+        else if (!in_flight.empty()) backoff.pause();
+      }
+    } catch (const Error& e) {
+      std::lock_guard<std::mutex> g(mu_);
+      error_ = e.to_string();
+    }
+  }
+
+  void finish(Slot& s, double t) {
+    load_seconds += t - s.t_post;
+    trace_.add("load L" + std::to_string(s.load_layer) + " E" + std::to_string(s.load_expert), "load", kStreamLoad,
+               s.t_post, t, {{"bytes", s.bytes}, {"from", store_.source_of(s.load_layer, s.load_expert)}});
+    if (opts_.verify_pulls) {
+      const std::string bad = store_.verify(s.load_layer, s.load_expert, s.buf.get());
+      ODMOE_CHECK(bad.empty(), kMpi, "corrupt-pull",
+                  "an expert pulled from " << comm_.where(store_.source_of(s.load_layer, s.load_expert))
+                                           << " is corrupt: " << bad,
+                  "the holder's shard file differs or the transport corrupted data");
+      ++verified;
+    }
+    s.busy.store(false, std::memory_order_release);
+  }
+
+  const Comm& comm_;
+  const ExpertStore& store_;
+  const DistOptions& opts_;
+  std::vector<Slot>& slots_;
+  TraceRecorder trace_;
+  double link_free_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<int> queue_;
+  bool stop_ = false;
+  std::string error_;
+  std::thread th_;
 };
 
 class Worker {
@@ -34,14 +169,21 @@ class Worker {
          const DistOptions& opts)
       : comm_(comm), store_(store), be_(be), sched_(sched), opts_(opts), out_(comm), trace_(opts.trace),
         cfg_(files.config()) {
+    int provided = 0;
+    MPI_Query_thread(&provided);
+    ODMOE_CHECK(provided == MPI_THREAD_MULTIPLE, kMpi, "threads",
+                "expert ranks pull experts on a loader thread, which needs MPI_THREAD_MULTIPLE; this MPI provides "
+                    << provided,
+                "use an MPI library built with thread support");
     n_slots_ = opts.mode == Mode::kResident ? sched.resident_slots() : sched.on_demand_slots();
     slot_bytes_ = (store.max_expert_bytes() + 4095) / 4096 * 4096;
-    slots_.resize(static_cast<size_t>(n_slots_));
+    slots_ = std::vector<Slot>(static_cast<size_t>(n_slots_));
     for (Slot& s : slots_) {
       void* p = std::aligned_alloc(4096, slot_bytes_);
       ODMOE_CHECK(p, kCore, "oom", "cannot allocate a " << slot_bytes_ << "-byte expert slot", "");
       s.buf.reset(static_cast<uint8_t*>(p));
     }
+    loader_ = std::make_unique<Loader>(comm, store, opts, slots_);
   }
 
   void run() {
@@ -49,7 +191,7 @@ class Worker {
     for (;;) {
       const double t0 = now_s();
       Message m = comm_.recv(
-          0, kTagCmd, [&] { return "a command from main (" + comm_.where(0) + ")"; }, [&] { poll_loads(); },
+          0, kTagCmd, [&] { return "a command from main (" + comm_.where(0) + ")"; }, [&] { check_loader(); },
           started ? opts_.timeout_s : std::max(opts_.timeout_s, opts_.startup_timeout_s));
       const double t1 = now_s();
       msg_wait_s_ += t1 - t0;
@@ -79,6 +221,7 @@ class Worker {
         }
         case Op::kStop: {
           for (int s = 0; s < n_slots_; ++s) wait_slot(s, "STOP");
+          loader_->stop();
           const std::string js = stats().dump();
           MsgHeader r;
           r.op = Op::kStats;
@@ -100,78 +243,43 @@ class Worker {
     return slots_[static_cast<size_t>(s)];
   }
 
+  void check_loader() {
+    const std::string e = loader_->error();
+    if (!e.empty()) ODMOE_THROW(kMpi, "loader", "pulling an expert failed: " << e, "");
+  }
+
   void load(const MsgHeader& h) {
     Slot& s = slot_at(h.slot);
-    if (s.in_flight) wait_slot(h.slot, "a reused slot");  // a dropped expert's gets may still be landing
+    wait_slot(h.slot, "a reused slot");  // a dropped expert's gets may still be landing
     const ExpertEntry& en = store_.entry(h.layer, h.expert);
     s.layer = s.load_layer = h.layer;
     s.expert = s.load_expert = h.expert;
     s.bytes = en.rec.bytes;
-    s.reqs.clear();
-    s.t_post = now_s();
-    store_.post_get(h.layer, h.expert, s.buf.get(), &s.reqs);
-    s.in_flight = true;
-    s.gets_done = false;
-    s.t_link_done = 0;
-    if (opts_.load_gbps > 0) {  // emulated link: transfers on it are serialised at the given rate
-      const double start = std::max(s.t_post, link_free_);
-      s.t_link_done = start + static_cast<double>(s.bytes) * 8.0 / (opts_.load_gbps * 1e9);
-      link_free_ = s.t_link_done;
-    }
+    s.busy.store(true, std::memory_order_release);
+    loader_->enqueue(h.slot);
     bytes_pulled_ += s.bytes;
     ++pulls_;
-    if (store_.source_of(h.layer, h.expert) == comm_.rank()) ++pulls_local_rank_;
-    else if (comm_.node_of(store_.source_of(h.layer, h.expert)) != comm_.node_of(comm_.rank())) ++pulls_remote_node_;
-  }
-
-  // Completes slot `si`'s load if it is done; true when the slot holds its expert.
-  bool try_finish(int si) {
-    Slot& s = slots_[static_cast<size_t>(si)];
-    if (!s.in_flight) return true;
-    if (!s.gets_done) {
-      int done = 0;
-      MPI_Testall(static_cast<int>(s.reqs.size()), s.reqs.data(), &done, MPI_STATUSES_IGNORE);
-      if (!done) return false;
-      s.gets_done = true;
-    }
-    const double t = now_s();
-    if (t < s.t_link_done) return false;
-    s.in_flight = false;
-    load_s_ += t - s.t_post;
-    trace_.add("load L" + std::to_string(s.load_layer) + " E" + std::to_string(s.load_expert), "load", kStreamLoad, s.t_post, t,
-               {{"bytes", s.bytes}, {"from", store_.source_of(s.load_layer, s.load_expert)}});
-    if (opts_.verify_pulls) {
-      const std::string bad = store_.verify(s.load_layer, s.load_expert, s.buf.get());
-      ODMOE_CHECK(bad.empty(), kMpi, "corrupt-pull",
-                  "an expert pulled from " << comm_.where(store_.source_of(s.load_layer, s.load_expert)) << " is corrupt: " << bad,
-                  "the holder's shard file differs or the transport corrupted data");
-      ++verified_;
-    }
-    return true;
-  }
-
-  void poll_loads() {
-    for (int s = 0; s < n_slots_; ++s) try_finish(s);
+    const int src = store_.source_of(h.layer, h.expert);
+    if (src == comm_.rank()) ++pulls_local_rank_;
+    else if (comm_.node_of(src) != comm_.node_of(comm_.rank())) ++pulls_remote_node_;
   }
 
   // Waits (bounded) until slot `si` holds its expert; returns the seconds waited.
   double wait_slot(int si, const char* why) {
     Slot& s = slots_[static_cast<size_t>(si)];
-    if (!s.in_flight) return 0;
-    const double t0 = now_s(), deadline = t0 + opts_.timeout_s;
+    if (!s.busy.load(std::memory_order_acquire)) return 0;
+    const double t0 = now_s(), deadline = t0 + opts_.timeout_s + 1.0;  // the loader's own bound fires first
     Backoff backoff;
-    while (!try_finish(si)) {
-      const double t = now_s();
-      if (t > deadline)
+    while (s.busy.load(std::memory_order_acquire)) {
+      check_loader();
+      if (now_s() > deadline)
         ODMOE_THROW(kMpi, "timeout",
-                    "timed out after " << opts_.timeout_s << " s waiting for expert (" << s.load_layer << ", " << s.load_expert
-                                       << ") from " << comm_.where(store_.source_of(s.load_layer, s.load_expert)) << " (" << why
+                    "timed out after " << opts_.timeout_s << " s waiting for expert (" << s.load_layer << ", "
+                                       << s.load_expert << ") from "
+                                       << comm_.where(store_.source_of(s.load_layer, s.load_expert)) << " (" << why
                                        << ")",
                     "the holder may have died or be stuck; a slow link may need a larger --timeout");
-      if (s.gets_done && s.t_link_done > t)
-        std::this_thread::sleep_for(std::chrono::duration<double>(std::min(s.t_link_done - t, 0.001)));
-      else
-        backoff.pause();
+      backoff.pause();
     }
     return now_s() - t0;
   }
@@ -219,7 +327,9 @@ class Worker {
     if (h.flags & kFlagLast) s.layer = s.expert = -1;  // evict: the slot is free for the next load
   }
 
-  nlohmann::json stats() const {
+  nlohmann::json stats() {
+    nlohmann::json events = trace_.to_json();
+    for (const auto& e : loader_->trace().to_json()) events.push_back(e);
     return {{"rank", comm_.rank()},
             {"host", comm_.host(comm_.rank())},
             {"role", "worker"},
@@ -232,8 +342,8 @@ class Worker {
             {"pulls_from_own_window", pulls_local_rank_},
             {"pulls_from_other_nodes", pulls_remote_node_},
             {"bytes_pulled", bytes_pulled_},
-            {"pulls_verified", verified_},
-            {"load_seconds", load_s_},
+            {"pulls_verified", loader_->verified},
+            {"load_seconds", loader_->load_seconds},
             {"computes", computes_},
             {"compute_seconds", compute_s_},
             {"stall_seconds", stall_s_},
@@ -241,7 +351,7 @@ class Worker {
             {"peak_host_bytes", peak_rss_bytes()},
             {"peak_device_bytes", 0},
             {"device", be_.name()},
-            {"trace_events", trace_.to_json()}};
+            {"trace_events", events}};
   }
 
   const Comm& comm_;
@@ -256,9 +366,9 @@ class Worker {
   uint64_t slot_bytes_ = 0;
   std::vector<Slot> slots_;
   std::vector<float> y_, scratch_;
-  double link_free_ = 0;
-  uint64_t bytes_pulled_ = 0, pulls_ = 0, pulls_local_rank_ = 0, pulls_remote_node_ = 0, computes_ = 0, verified_ = 0;
-  double load_s_ = 0, compute_s_ = 0, stall_s_ = 0, msg_wait_s_ = 0;
+  std::unique_ptr<Loader> loader_;  // last: stopped before the slots it fills are freed
+  uint64_t bytes_pulled_ = 0, pulls_ = 0, pulls_local_rank_ = 0, pulls_remote_node_ = 0, computes_ = 0;
+  double compute_s_ = 0, stall_s_ = 0, msg_wait_s_ = 0;
 };
 
 }  // namespace

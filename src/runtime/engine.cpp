@@ -52,7 +52,8 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   const ModelConfig& c = eng->files_->config();
   const int workers = size - 1;
   const int groups = o.dist.groups > 0 ? o.dist.groups : dist::Schedule::default_groups(workers, c.n_expert_used);
-  eng->sched_ = std::make_unique<dist::Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups);
+  eng->sched_ = std::make_unique<dist::Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups,
+                                                  o.dist.lookahead);
   eng->store_ = std::make_unique<dist::ExpertStore>(comm, *eng->files_, o.dist.store);
 
   eng->comm_->set_timeout(o.dist.timeout_s);

@@ -34,6 +34,7 @@ struct DistOptions {
   std::string predictor = "none";  // none | oracle
   std::string routing_trace;       // oracle: a trace from --save-routing
   int groups = 0;                  // 0: Schedule::default_groups
+  int lookahead = 1;               // decode layers in flight per group (1: the paper's schedule)
   StoreOptions store;
   double timeout_s = 60;           // bound on every wait for another rank
   double startup_timeout_s = 600;  // bound on start-up (model loading on main, mapping shards)

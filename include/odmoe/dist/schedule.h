@@ -27,7 +27,10 @@ class Schedule {
  public:
   // Throws odmoe::Error (kCli) when the shape is impossible: no workers, G not dividing W,
   // top_k > n_expert, ...; the message says which option to change.
-  Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups);
+  // `lookahead`: layers a group may have in flight in decode (1: the paper's schedule, where
+  // a group loads its next layer only after computing the previous one; 2+: the next layers
+  // load while the group still computes, in banks of decode slots).
+  Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead = 1);
 
   // Default group count: the most groups whose size S still reaches min(top_k, W), so that
   // one layer's top-k experts are computed in parallel (DESIGN.md: S defaults to top-k).
@@ -38,6 +41,7 @@ class Schedule {
   int top_k() const { return top_k_; }
   int n_workers() const { return n_workers_; }
   int n_groups() const { return n_groups_; }
+  int lookahead() const { return lookahead_; }
   int group_size() const { return group_size_; }
 
   int group_of_layer(int layer) const { return layer % n_groups_; }
@@ -45,7 +49,8 @@ class Schedule {
   int worker_rank(int group, int i) const { return 1 + group * group_size_ + i; }
 
   // Decode: slots per worker for one layer's top-k, and the place of the j-th expert
-  // (0 <= j < decode_capacity()) loaded for `layer`.
+  // (0 <= j < decode_capacity()) loaded for `layer`: rank j mod S of the layer's group, in
+  // the layer's bank ((layer div G) mod lookahead) of decode slots.
   int decode_slots() const { return (top_k_ + group_size_ - 1) / group_size_; }
   int decode_capacity() const { return decode_slots() * group_size_; }
   Placement decode_place(int layer, int j) const;
@@ -65,7 +70,7 @@ class Schedule {
   std::string to_string() const;  // "5 workers in 1 group of 5 ..."
 
  private:
-  int n_layer_, n_expert_, top_k_, n_workers_, n_groups_, group_size_;
+  int n_layer_, n_expert_, top_k_, n_workers_, n_groups_, group_size_, lookahead_;
 };
 
 }  // namespace odmoe::dist
