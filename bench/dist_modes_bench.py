@@ -95,6 +95,13 @@ def main():
         none = stats_of(mpi + base + ["--mode", "on-demand", "--predictor", "none"] + groups + cap, "none")
 
         res_tps = resident["decode_tokens_per_second"]
+        # The transport's limit: what one expert rank's pulls sustain (bytes / time a load
+        # took, measured in the run without prediction, where loads do not queue behind
+        # each other), and the decode speed that allows when every expert is pulled once.
+        tn = none["timing"]
+        pull_bps = tn["workers_bytes_pulled"] / tn["workers_load_seconds"] if tn["workers_load_seconds"] > 0 else 0
+        bytes_per_token_per_worker = per_worker_layer * math.ceil(L / G)
+        pull_bound_tps = pull_bps / bytes_per_token_per_worker if bytes_per_token_per_worker else 0
         t_load_layer = per_worker_layer * 8 / (gbps * 1e9) if gbps > 0 else None
         eq1_hidden = 1.0 if t_load_layer is None else min(1.0, t_maxload / t_load_layer)
         rows = []
@@ -126,6 +133,10 @@ def main():
                   f"= {t_load_layer / t_maxload:.2f} x t_maxload; Eq. 1 predicts {100 * eq1_hidden:.0f}% hidden")
         else:
             print("no link cap: pulls run at the RMA transport's speed")
+        print(f"limits: resident {res_tps:.1f} tok/s; measured pull bandwidth {pull_bps * 8 / 1e9:.2f} Gbit/s per "
+              f"expert rank, {bytes_per_token_per_worker / 2**20:.2f} MiB per token per rank "
+              f"-> on-demand can reach at most {pull_bound_tps:.1f} tok/s "
+              f"({100 * min(1.0, pull_bound_tps / res_tps):.0f}% of resident)")
         print(f"{'run':<18} {'decode tok/s':>12} {'% resident':>10} {'TTFT ms':>8} {'hidden':>7} {'stall':>7} "
               f"{'stall ms/tok':>12} {'recall':>7}")
         for r in rows:
@@ -140,6 +151,9 @@ def main():
                                                          "t_maxload_seconds": t_maxload, "load_gbps": gbps,
                                                          "t_load_layer_seconds": t_load_layer,
                                                          "predicted_hidden_fraction": eq1_hidden},
+                   "limits": {"resident_tokens_per_second": res_tps, "pull_bytes_per_second": pull_bps,
+                              "bytes_per_token_per_worker": bytes_per_token_per_worker,
+                              "on_demand_bound_tokens_per_second": pull_bound_tps},
                    "rows": rows, "raw": {"single": single, "resident": resident, "oracle": oracle, "none": none}}
             with open(a.json, "w") as fh:
                 json.dump(out, fh, indent=2)
