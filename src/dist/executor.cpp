@@ -330,7 +330,12 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
 
   nlohmann::json j;
   nlohmann::json ranks = nlohmann::json::array();
-  ranks.push_back(main_rank_stats);
+  nlohmann::json m0 = main_rank_stats;
+  m0["compute_seconds"] = dense_s_;             // decode: attention, routers, shared experts, sampling
+  m0["message_wait_seconds"] = expert_wait_s_;  // decode: waiting for the expert ranks' results
+  m0["loads_sent"] = loads_;
+  m0["computes_sent"] = computes_;
+  ranks.push_back(m0);
   double stall = 0, load = 0, compute = 0;
   uint64_t bytes = 0;
   for (int r = 1; r < comm_.size(); ++r) {
