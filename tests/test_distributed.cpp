@@ -107,8 +107,11 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
     if (c.predictor == "oracle") {
       EXPECT_EQ(recall, 1.0);
       EXPECT_EQ(stats["predictor"]["precision"], 1.0);
-    } else {
+    } else if (c.predictor == "none") {
       EXPECT_EQ(recall, 0.0);
+    } else {  // real predictors: some hits, never all of them on these models
+      EXPECT_GT(recall, 0.0) << c.predictor;
+      EXPECT_LT(recall, 1.0) << c.predictor;
     }
   }
 }
@@ -123,6 +126,10 @@ std::vector<Case> cases() {
         v.push_back({m, np, g, "on-demand", "none"});
         v.push_back({m, np, g, "on-demand", "oracle"});
       }
+  for (const std::string pred : {"previous", "random", "gate-ahead"}) {
+    v.push_back({"mixtral", 5, 2, "on-demand", pred});
+    v.push_back({"qwen3", 3, 1, "on-demand", pred});
+  }
   v.push_back({"mixtral", 3, 1, "on-demand", "oracle", 2});
   v.push_back({"qwen3", 5, 2, "on-demand", "oracle", 3});
   v.push_back({"mixtral", 5, 2, "on-demand", "none", 2});

@@ -70,7 +70,10 @@ struct EngineArgs {
     dd.add_options()("mode", po::value(&mode)->default_value(mode),
                      "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped after")(
         "predictor", po::value(&d.predictor)->default_value(d.predictor),
-        "on-demand: none (load after routing) | oracle (replay --routing-trace)")(
+        "on-demand: none (load after routing) | oracle (replay --routing-trace) | previous (the last token's "
+        "experts) | random | gate-ahead (later layers' routers on the current hidden state)")(
+        "gate-ahead-depth", po::value(&d.gate_ahead_depth)->default_value(0),
+        "gate-ahead: layers to look ahead (0: groups - 1, at least 1: what hides loads)")(
         "routing-trace", po::value(&d.routing_trace), "oracle: a trace recorded with generate --save-routing")(
         "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
         "lookahead", po::value(&d.lookahead)->default_value(1),
@@ -103,8 +106,10 @@ struct EngineArgs {
     else throw UsageError("--progress-thread must be auto, on or off");
     if (store_ranks != "node" && store_ranks != "all") throw UsageError("--store-ranks must be node or all");
     d.store.every_worker_stores = store_ranks == "all";
-    if (d.predictor != "none" && d.predictor != "oracle")
-      throw UsageError("--predictor must be none or oracle (the shadow predictor is not built yet)");
+    if (d.predictor != "none" && d.predictor != "oracle" && d.predictor != "previous" && d.predictor != "random" &&
+        d.predictor != "gate-ahead")
+      throw UsageError("--predictor must be none, oracle, previous, random or gate-ahead (shadow is not built yet)");
+    if (d.gate_ahead_depth < 0) throw UsageError("--gate-ahead-depth must be >= 0");
     if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw UsageError("--timeout and --startup-timeout must be > 0");
     if (d.load_gbps < 0) throw UsageError("--load-gbps must be >= 0");
     if (d.prefill_batch < 8) throw UsageError("--prefill-batch must be at least 8");

@@ -104,6 +104,9 @@ void DistributedExpertExecutor::start() {
 void DistributedExpertExecutor::publish(int layer, const std::vector<int32_t>& experts) {
   if (layer < 0 || layer >= n_layer_ || prefill_ || opts_.mode == Mode::kResident) return;
   if (layer < layers_done_) return;  // too late to matter
+  // Once a layer's loads are out, they stand: a later prediction for it (a look-ahead
+  // predictor refining itself) would need the slots those loads hold.
+  if (dispatched_[static_cast<size_t>(layer)]) return;
   predicted_[static_cast<size_t>(layer)].clear();
   for (int32_t e : experts)
     if (e >= 0 && e < n_expert_) predicted_[static_cast<size_t>(layer)].push_back(e);

@@ -5,7 +5,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include <numeric>
+#include <random>
+
 #include "odmoe/core/error.h"
+#include "odmoe/model/model.h"
 
 namespace odmoe::dist {
 
@@ -37,7 +41,83 @@ class OraclePredictor final : public Predictor {
  private:
   RoutingTrace trace_;
 };
+class PreviousPredictor final : public Predictor {
+ public:
+  explicit PreviousPredictor(int n_layer) : last_(static_cast<size_t>(n_layer)) {}
+  std::string name() const override { return "previous"; }
+  void begin_step(int, const int32_t*, size_t n, PredictionSink& sink) override {
+    if (n != 1) return;  // prefill loads every expert anyway
+    for (size_t l = 0; l < last_.size(); ++l)
+      if (!last_[l].empty()) sink.publish(static_cast<int>(l), last_[l]);
+  }
+  void after_routing(int, int layer, const float*, size_t n, const int32_t* ids, size_t k, PredictionSink&) override {
+    // The last token's choices (prefill: the prompt's last token).
+    last_[static_cast<size_t>(layer)].assign(ids + (n - 1) * k, ids + n * k);
+  }
+
+ private:
+  std::vector<std::vector<int32_t>> last_;
+};
+
+class RandomPredictor final : public Predictor {
+ public:
+  RandomPredictor(int n_layer, int n_expert, int top_k, uint64_t seed)
+      : n_layer_(n_layer), n_expert_(n_expert), k_(top_k), rng_(seed) {}
+  std::string name() const override { return "random"; }
+  void begin_step(int, const int32_t*, size_t n, PredictionSink& sink) override {
+    if (n != 1) return;
+    std::vector<int32_t> all(static_cast<size_t>(n_expert_));
+    for (int l = 0; l < n_layer_; ++l) {
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng_);
+      sink.publish(l, std::vector<int32_t>(all.begin(), all.begin() + k_));
+    }
+  }
+
+ private:
+  int n_layer_, n_expert_, k_;
+  std::mt19937_64 rng_;
+};
+
+class GateAheadPredictor final : public Predictor {
+ public:
+  GateAheadPredictor(const Model& m, int depth) : model_(m), depth_(depth) {}
+  std::string name() const override { return "gate-ahead"; }
+  void begin_step(int, const int32_t*, size_t n, PredictionSink&) override { decode_ = n == 1; }
+  void after_routing(int, int layer, const float* h, size_t n, const int32_t*, size_t k, PredictionSink& sink) override {
+    if (!decode_ || n != 1) return;
+    const ModelConfig& c = model_.config();
+    logits_.resize(static_cast<size_t>(c.n_expert));
+    for (int d = 1; d <= depth_ && layer + d < c.n_layer; ++d) {
+      model_.router_logits(layer + d, h, 1, logits_.data());
+      std::vector<int32_t> order(static_cast<size_t>(c.n_expert));
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + static_cast<long>(k), order.end(), [&](int32_t a, int32_t b) {
+        return logits_[static_cast<size_t>(a)] > logits_[static_cast<size_t>(b)] ||
+               (logits_[static_cast<size_t>(a)] == logits_[static_cast<size_t>(b)] && a < b);
+      });
+      order.resize(k);
+      sink.publish(layer + d, order);
+    }
+  }
+
+ private:
+  const Model& model_;
+  int depth_;
+  bool decode_ = false;
+  std::vector<float> logits_;
+};
+
 }  // namespace
+
+std::unique_ptr<Predictor> make_previous_predictor(int n_layer) { return std::make_unique<PreviousPredictor>(n_layer); }
+std::unique_ptr<Predictor> make_random_predictor(int n_layer, int n_expert, int top_k, uint64_t seed) {
+  return std::make_unique<RandomPredictor>(n_layer, n_expert, top_k, seed);
+}
+std::unique_ptr<Predictor> make_gate_ahead_predictor(const Model& model, int depth) {
+  ODMOE_CHECK(depth >= 1, kCli, "bad-option", "--gate-ahead-depth must be at least 1", "");
+  return std::make_unique<GateAheadPredictor>(model, depth);
+}
 
 std::unique_ptr<Predictor> make_none_predictor() { return std::make_unique<NonePredictor>(); }
 std::unique_ptr<Predictor> make_oracle_predictor(RoutingTrace trace) {

@@ -299,6 +299,11 @@ void Model::attention(int l, const float* h, size_t n, float* out) {
   add_bias(out, L.bo, n, static_cast<size_t>(cfg_.n_embd));
 }
 
+void Model::router_logits(int layer, const float* h, size_t n, float* out) const {
+  ODMOE_CHECK(layer >= 0 && layer < cfg_.n_layer, kModel, "range", "layer " << layer << " out of range", "");
+  be_.matmul(WeightView::of(layers_[static_cast<size_t>(layer)].router), h, n, out);
+}
+
 void Model::moe(int l, const float* h, size_t n, float* out) {
   const LayerWeights& L = layers_[static_cast<size_t>(l)];
   const size_t d = static_cast<size_t>(cfg_.n_embd), E = static_cast<size_t>(cfg_.n_expert),

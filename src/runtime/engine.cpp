@@ -63,10 +63,9 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
     return nullptr;
   }
 
+  const std::string& pname = o.dist.mode == dist::Mode::kResident ? std::string("none") : o.dist.predictor;
   std::unique_ptr<dist::Predictor> pred;
-  if (o.dist.predictor == "none" || o.dist.mode == dist::Mode::kResident) {
-    pred = dist::make_none_predictor();
-  } else if (o.dist.predictor == "oracle") {
+  if (pname == "oracle") {
     ODMOE_CHECK(!o.dist.routing_trace.empty(), kCli, "bad-option", "--predictor oracle needs --routing-trace FILE",
                 "record one first: odmoe generate ... --save-routing FILE");
     dist::RoutingTrace t = dist::RoutingTrace::load(o.dist.routing_trace);
@@ -74,14 +73,21 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
                 kCli, "bad-trace", o.dist.routing_trace << " was recorded with another model",
                 "record the trace with the same --model");
     pred = dist::make_oracle_predictor(std::move(t));
-  } else {
-    ODMOE_THROW(kCli, "bad-option", "--predictor " << o.dist.predictor << " is not available",
-                "choose none or oracle");
+  } else if (pname == "previous") {
+    pred = dist::make_previous_predictor(c.n_layer);
+  } else if (pname == "random") {
+    pred = dist::make_random_predictor(c.n_layer, c.n_expert, c.n_expert_used, 0x0d0e);
+  } else if (pname != "none" && pname != "gate-ahead") {
+    ODMOE_THROW(kCli, "bad-option", "--predictor " << pname << " is not available",
+                "choose none, oracle, previous, random or gate-ahead");
   }
-  eng->exec_ = std::make_unique<dist::DistributedExpertExecutor>(comm, *eng->files_, *eng->store_, *eng->sched_,
-                                                                  o.dist, std::move(pred));
+  eng->exec_ = std::make_unique<dist::DistributedExpertExecutor>(
+      comm, *eng->files_, *eng->store_, *eng->sched_, o.dist, pred ? std::move(pred) : dist::make_none_predictor());
   eng->exec_->start();
   eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->exec_, o.n_ctx);
+  if (pname == "gate-ahead")
+    eng->exec_->set_predictor(dist::make_gate_ahead_predictor(
+        *eng->model_, o.dist.gate_ahead_depth > 0 ? o.dist.gate_ahead_depth : std::max(1, eng->sched_->n_groups() - 1)));
   return eng;
 }
 

@@ -14,6 +14,10 @@
 
 #include "odmoe/model/model_config.h"
 
+namespace odmoe {
+class Model;
+}
+
 namespace odmoe::dist {
 
 // Where predictions go: the scheduler. `experts` are in priority order (most likely first).
@@ -61,5 +65,13 @@ std::unique_ptr<Predictor> make_none_predictor();
 // Steps whose input tokens differ from the recording (another prompt, sampling) are
 // predicted from the recording anyway: the mismatch shows as lower recall.
 std::unique_ptr<Predictor> make_oracle_predictor(RoutingTrace trace);
+// `previous`: each layer gets the experts the previous token used there.
+std::unique_ptr<Predictor> make_previous_predictor(int n_layer);
+// `random`: k experts per layer drawn uniformly without replacement (seeded): the floor.
+std::unique_ptr<Predictor> make_random_predictor(int n_layer, int n_expert, int top_k, uint64_t seed);
+// `gate-ahead` (Pre-gated / HOBBIT / AdapMoE style): when layer l is routed, the routers of
+// layers l+1..l+depth are applied to layer l's hidden state and their top-k published.
+// Layers 0..depth-1 of a token have no earlier layer to look from and go unpredicted.
+std::unique_ptr<Predictor> make_gate_ahead_predictor(const Model& model, int depth);
 
 }  // namespace odmoe::dist

@@ -31,7 +31,8 @@ const char* mode_name(Mode m);
 
 struct DistOptions {
   Mode mode = Mode::kOnDemand;
-  std::string predictor = "none";  // none | oracle
+  std::string predictor = "none";  // none | oracle | previous | random | gate-ahead
+  int gate_ahead_depth = 0;        // gate-ahead: layers looked ahead (0: G-1, at least 1)
   std::string routing_trace;       // oracle: a trace from --save-routing
   int groups = 0;                  // 0: Schedule::default_groups
   int lookahead = 1;               // decode layers in flight per group (1: the paper's schedule)
@@ -58,6 +59,9 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // Resident: loads every expert into its worker and waits until all are in. Both modes:
   // estimates each worker's clock offset (for the trace).
   void start();
+  // Replaces the predictor (between forward steps): a predictor that needs the model, such
+  // as gate-ahead, can only be made once the model exists.
+  void set_predictor(std::unique_ptr<Predictor> p) { predictor_ = std::move(p); }
   void begin_forward(const int32_t* tokens, size_t n) override;
   void submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override;
   void collect(float* out) override;

@@ -92,6 +92,10 @@ class Model {
   // Throws odmoe::Error on a token id outside the vocabulary or a full context.
   void forward(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>* logits);
 
+  // Router logits of `layer` for hidden states h [n, n_embd] (the layer's normed MoE input):
+  // what look-ahead predictors apply to another layer's hidden state. out: [n, n_expert].
+  void router_logits(int layer, const float* h, size_t n, float* out) const;
+
   // Router decisions of the last forward for layer l, token t: k expert ids.
   const std::vector<int32_t>& last_routing(int layer_idx) const { return routing_[static_cast<size_t>(layer_idx)]; }
 
