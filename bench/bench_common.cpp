@@ -494,6 +494,7 @@ void write_json(const std::string& path, const json& j) {
   f << j.dump(2) << "\n";
   f.close();
   ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << path, "check the path given to --json");
+  std::printf("# wrote %s\n", path.c_str());
 }
 
 std::vector<DType> parse_dtype_list(const std::string& csv) {

@@ -36,7 +36,20 @@ using cli::UsageError;
 // Runs a benchmark's body and maps failures to an exit status and one message:
 // 2 for a bad command line, 1 for any other error.
 int guarded_main(const char* name, const std::function<int()>& body);
-// Writes `j` (indented) to `path`; throws odmoe::Error if the file cannot be written.
+// A benchmark's main: records the command line, parses Options (`parse` returns false
+// after --help) and runs `run(options, command_line)` under guarded_main.
+template <typename Options, typename Parse, typename Run>
+int bench_main(const char* name, int argc, char** argv, Parse parse, Run run) {
+  std::string command_line = name;
+  for (int i = 1; i < argc; ++i) command_line += std::string(" ") + argv[i];
+  return guarded_main(name, [&] {
+    Options o;
+    if (!parse(argc, argv, &o)) return 0;
+    return run(o, command_line);
+  });
+}
+// Writes `j` (indented) to `path` and says so on stdout; throws odmoe::Error if the file
+// cannot be written.
 void write_json(const std::string& path, const json& j);
 
 // ---------------------------------------------------------------------------------------

@@ -663,19 +663,10 @@ int run(const Options& o, const std::string& command_line) {
                     {"max_rel_error_vs_library", r.rel_err}});
     out["rows"] = jr;
     write_json(o.json_path, out);
-    std::printf("# wrote %s\n", o.json_path.c_str());
   }
   return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  std::string command_line = kName;
-  for (int i = 1; i < argc; ++i) command_line += std::string(" ") + argv[i];
-  return guarded_main(kName, [&] {
-    Options o;
-    if (!parse_options(argc, argv, &o)) return 0;
-    return run(o, command_line);
-  });
-}
+int main(int argc, char** argv) { return bench_main<Options>(kName, argc, argv, parse_options, run); }

@@ -333,40 +333,6 @@ json disk_json(const DiskResult& r) {
 // ---------------------------------------------------------------------------------------
 // [3] A Hugging Face checkpoint, its conversion and validation
 
-// The Hugging Face Hub name of a tensor (one tensor per expert, as published).
-std::string hub_tensor_name(const ModelConfig& c, const TensorSpec& s) {
-  const bool mix = c.arch == Arch::kMixtral;
-  const std::string lp = "model.layers." + std::to_string(s.layer_idx) + ".";
-  const std::string moe = lp + (mix ? "block_sparse_moe." : "mlp.");
-  const std::string ex = moe + "experts." + std::to_string(s.expert_idx) + ".";
-  switch (s.kind) {
-    case TensorKind::kEmbed: return "model.embed_tokens.weight";
-    case TensorKind::kFinalNorm: return "model.norm.weight";
-    case TensorKind::kLmHead: return "lm_head.weight";
-    case TensorKind::kAttnNorm: return lp + "input_layernorm.weight";
-    case TensorKind::kFfnNorm: return lp + "post_attention_layernorm.weight";
-    case TensorKind::kWq: return lp + "self_attn.q_proj.weight";
-    case TensorKind::kWk: return lp + "self_attn.k_proj.weight";
-    case TensorKind::kWv: return lp + "self_attn.v_proj.weight";
-    case TensorKind::kWo: return lp + "self_attn.o_proj.weight";
-    case TensorKind::kBq: return lp + "self_attn.q_proj.bias";
-    case TensorKind::kBk: return lp + "self_attn.k_proj.bias";
-    case TensorKind::kBv: return lp + "self_attn.v_proj.bias";
-    case TensorKind::kBo: return lp + "self_attn.o_proj.bias";
-    case TensorKind::kQNorm: return lp + "self_attn.q_norm.weight";
-    case TensorKind::kKNorm: return lp + "self_attn.k_norm.weight";
-    case TensorKind::kRouter: return moe + "gate.weight";
-    case TensorKind::kSharedGate: return lp + "mlp.shared_expert.gate_proj.weight";
-    case TensorKind::kSharedUp: return lp + "mlp.shared_expert.up_proj.weight";
-    case TensorKind::kSharedDown: return lp + "mlp.shared_expert.down_proj.weight";
-    case TensorKind::kSharedExpertGate: return lp + "mlp.shared_expert_gate.weight";
-    case TensorKind::kExpertGate: return ex + (mix ? "w1" : "gate_proj") + ".weight";
-    case TensorKind::kExpertUp: return ex + (mix ? "w3" : "up_proj") + ".weight";
-    case TensorKind::kExpertDown: return ex + (mix ? "w2" : "down_proj") + ".weight";
-  }
-  ODMOE_THROW(kCore, "bad-kind", "no Hugging Face name for tensor " << s.path, "");
-}
-
 std::vector<TensorSpec> all_tensor_specs(const ModelConfig& c) {
   std::vector<TensorSpec> v = layout::dense_tensor_specs(c);
   for (int l = 0; l < c.n_layer; ++l)
@@ -395,7 +361,7 @@ CheckpointResult write_hub_checkpoint(const ModelSource& src, const std::string&
 
   const std::vector<TensorSpec> specs = all_tensor_specs(src.config);
   std::vector<std::pair<std::string, const TensorSpec*>> order;
-  for (const auto& s : specs) order.emplace_back(hub_tensor_name(src.config, s), &s);
+  for (const auto& s : specs) order.emplace_back(hf_hub_tensor_name(src.config, s), &s);
   std::sort(order.begin(), order.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   json header = {{"__metadata__", {{"format", "pt"}}}};
@@ -1067,19 +1033,10 @@ int run(const Options& o, const std::string& command_line) {
           {"warm", bandwidth_json(va.warm, vb)}}}};
     out["expert_read"] = experts_json(ex, disk, mem);
     write_json(o.json_path, out);
-    std::printf("# wrote %s\n", o.json_path.c_str());
   }
   return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  std::string command_line = kName;
-  for (int i = 1; i < argc; ++i) command_line += std::string(" ") + argv[i];
-  return guarded_main(kName, [&] {
-    Options o;
-    if (!parse_options(argc, argv, &o)) return 0;
-    return run(o, command_line);
-  });
-}
+int main(int argc, char** argv) { return bench_main<Options>(kName, argc, argv, parse_options, run); }

@@ -211,7 +211,7 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
       ++layer_stats_[static_cast<size_t>(layer)].wasted_loads;
       it = plan.erase(it);
     }
-    if (!prefill_ && !dispatched_[static_cast<size_t>(layer)]) dispatched_[static_cast<size_t>(layer)] = true;
+    if (!prefill_) dispatched_[static_cast<size_t>(layer)] = true;  // late predictions for it are moot
     for (const auto& [e, _] : users) {
       if (plan.count(e)) continue;
       Placement p;

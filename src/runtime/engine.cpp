@@ -63,7 +63,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
     return nullptr;
   }
 
-  const std::string& pname = o.dist.mode == dist::Mode::kResident ? std::string("none") : o.dist.predictor;
+  const std::string pname = o.dist.mode == dist::Mode::kResident ? "none" : o.dist.predictor;
   std::unique_ptr<dist::Predictor> pred;
   if (pname == "oracle") {
     ODMOE_CHECK(!o.dist.routing_trace.empty(), kCli, "bad-option", "--predictor oracle needs --routing-trace FILE",

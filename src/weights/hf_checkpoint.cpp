@@ -81,6 +81,12 @@ std::string shape_str(const std::vector<uint64_t>& d) {
 
 }  // namespace
 
+std::string hf_hub_tensor_name(const ModelConfig& c, const TensorSpec& s) {
+  std::string name = s.expert_idx >= 0 ? hf_expert_name(c, s) : hf_dense_name(c, s);
+  ODMOE_CHECK(!name.empty(), kCore, "bad-kind", "no Hugging Face name for tensor " << s.path, "");
+  return name;
+}
+
 HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
   const fs::path d(dir);
   ODMOE_CHECK(fs::is_directory(d), kIo, "no-checkpoint", "checkpoint directory " << dir << " does not exist",

@@ -19,6 +19,10 @@
 
 namespace odmoe {
 
+// The Hub name of the tensor `spec` (one tensor per expert, as published on the Hub).
+// Throws odmoe::Error for a tensor the architecture does not have.
+std::string hf_hub_tensor_name(const ModelConfig& c, const layout::TensorSpec& spec);
+
 class HfCheckpoint {
  public:
   explicit HfCheckpoint(const std::string& dir);  // throws odmoe::Error with a hint
