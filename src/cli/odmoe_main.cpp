@@ -60,6 +60,7 @@ bool parse(int argc, char** argv, po::options_description& opts, const char* usa
 struct EngineArgs {
   EngineOptions eo;
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
+  std::string departure = "early";
 
   void add(po::options_description& o) {
     dist::DistOptions& d = eo.dist;
@@ -70,10 +71,24 @@ struct EngineArgs {
     dd.add_options()("mode", po::value(&mode)->default_value(mode),
                      "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped after")(
         "predictor", po::value(&d.predictor)->default_value(d.predictor),
-        "on-demand: none (load after routing) | oracle (replay --routing-trace) | previous (the last token's "
-        "experts) | random | gate-ahead (later layers' routers on the current hidden state)")(
+        "on-demand: none (load after routing) | shadow (a quantized copy of the model running ahead) | oracle "
+        "(replay --routing-trace) | previous (the last token's experts) | random | gate-ahead (later layers' "
+        "routers on the current hidden state). In one process a predictor is only accounted (recall, lead)")(
         "gate-ahead-depth", po::value(&d.gate_ahead_depth)->default_value(0),
         "gate-ahead: layers to look ahead (0: groups - 1, at least 1: what hides loads)")(
+        "shadow-dtype", po::value(&d.shadow.dtype)->default_value(d.shadow.dtype),
+        "shadow: auto (shadow.h5, else int8 in memory) | file (shadow.h5) | f32|bf16|f16|int8|int4 (the model "
+        "re-encoded in memory unless shadow.h5 has that dtype)")(
+        "align-token-period", po::value(&d.shadow.align_token_period)->default_value(1),
+        "shadow: continue from the full model's token every N decode steps (0: never)")(
+        "align-kv-period", po::value(&d.shadow.align_kv_period)->default_value(1),
+        "shadow: overwrite its KV cache with the full model's every N decode steps (0: never)")(
+        "shadow-departure", po::value(&departure)->default_value(departure),
+        "shadow: early (start the next token from its own guess, redo it if the full model disagrees) | late "
+        "(wait for the full model's token, as the paper does)")(
+        "shadow-threads", po::value(&d.shadow.threads)->default_value(1), "shadow: CPU threads")(
+        "predict-extra", po::value(&d.predict_extra)->default_value(0),
+        "shadow, gate-ahead: also load the next N most likely experts (spare decode slots are added for them)")(
         "routing-trace", po::value(&d.routing_trace), "oracle: a trace recorded with generate --save-routing")(
         "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
         "lookahead", po::value(&d.lookahead)->default_value(1),
@@ -107,8 +122,14 @@ struct EngineArgs {
     if (store_ranks != "node" && store_ranks != "all") throw UsageError("--store-ranks must be node or all");
     d.store.every_worker_stores = store_ranks == "all";
     if (d.predictor != "none" && d.predictor != "oracle" && d.predictor != "previous" && d.predictor != "random" &&
-        d.predictor != "gate-ahead")
-      throw UsageError("--predictor must be none, oracle, previous, random or gate-ahead (shadow is not built yet)");
+        d.predictor != "gate-ahead" && d.predictor != "shadow")
+      throw UsageError("--predictor must be none, shadow, oracle, previous, random or gate-ahead");
+    if (departure != "early" && departure != "late") throw UsageError("--shadow-departure must be early or late");
+    d.shadow.early_departure = departure == "early";
+    if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
+      throw UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");
+    if (d.shadow.threads < 1) throw UsageError("--shadow-threads must be at least 1");
+    if (d.predict_extra < 0) throw UsageError("--predict-extra must be >= 0");
     if (d.gate_ahead_depth < 0) throw UsageError("--gate-ahead-depth must be >= 0");
     if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw UsageError("--timeout and --startup-timeout must be > 0");
     if (d.load_gbps < 0) throw UsageError("--load-gbps must be >= 0");

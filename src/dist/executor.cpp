@@ -24,15 +24,13 @@ DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const Mod
                                                      const DistOptions& opts, std::unique_ptr<Predictor> predictor)
     : comm_(comm), store_(store), sched_(sched), opts_(opts), predictor_(std::move(predictor)), out_(comm),
       trace_(opts.trace), n_embd_(files.config().n_embd), n_layer_(files.config().n_layer),
-      n_expert_(files.config().n_expert) {
+      n_expert_(files.config().n_expert),
+      ledger_(files.config().n_layer, files.config().n_expert, sched.n_groups() - 1) {
   n_slots_ = opts.mode == Mode::kResident ? sched.resident_slots() : sched.on_demand_slots();
   slots_.assign(static_cast<size_t>(comm.size()), std::vector<SlotState>(static_cast<size_t>(n_slots_)));
-  predicted_.resize(static_cast<size_t>(n_layer_));
-  published_at_.assign(static_cast<size_t>(n_layer_), -1);
-  dispatched_.assign(static_cast<size_t>(n_layer_), false);
-  plan_.resize(static_cast<size_t>(n_layer_));
+  dispatched_.assign(static_cast<size_t>(2 * n_layer_), false);
+  plan_.resize(static_cast<size_t>(2 * n_layer_));
   group_next_.assign(static_cast<size_t>(sched.n_groups()), 0);
-  layer_stats_.resize(static_cast<size_t>(n_layer_));
   clock_offset_.assign(static_cast<size_t>(comm.size()), 0.0);
   rtt_.assign(static_cast<size_t>(comm.size()), 0.0);
 }
@@ -101,72 +99,122 @@ void DistributedExpertExecutor::start() {
   out_.reap();
 }
 
-void DistributedExpertExecutor::publish(int layer, const std::vector<int32_t>& experts) {
-  if (layer < 0 || layer >= n_layer_ || prefill_ || opts_.mode == Mode::kResident) return;
-  if (layer < layers_done_) return;  // too late to matter
-  // Once a layer's loads are out, they stand: a later prediction for it (a look-ahead
-  // predictor refining itself) would need the slots those loads hold.
-  if (dispatched_[static_cast<size_t>(layer)]) return;
-  predicted_[static_cast<size_t>(layer)].clear();
-  for (int32_t e : experts)
-    if (e >= 0 && e < n_expert_) predicted_[static_cast<size_t>(layer)].push_back(e);
-  published_at_[static_cast<size_t>(layer)] = layers_done_;
-  trace_.add("prediction L" + std::to_string(layer), "predict", kStreamStep, now_s(), now_s(), {{"experts", experts}});
+int64_t DistributedExpertExecutor::next_of_group(int64_t gl) const {
+  const int64_t step = gl / n_layer_, layer = gl % n_layer_, G = sched_.n_groups();
+  return layer + G < n_layer_ ? gl + G : (step + 1) * n_layer_ + layer % G;
+}
+
+Placement DistributedExpertExecutor::place(int step, int layer, int j) const {
+  // The group's round: how many layers it has computed before this one, over all steps.
+  const int G = sched_.n_groups(), g = layer % G;
+  const int64_t rounds_per_step = (n_layer_ - g + G - 1) / G;
+  const int64_t round = static_cast<int64_t>(step) * rounds_per_step + layer / G;
+  return sched_.decode_place(layer, j, static_cast<int>(round % sched_.lookahead()));
+}
+
+Placement DistributedExpertExecutor::free_place(int step, int layer, const std::map<int, Placement>& plan) const {
+  for (int j = 0; j < sched_.decode_capacity(); ++j) {
+    const Placement c = place(step, layer, j);
+    if (std::none_of(plan.begin(), plan.end(), [&](const auto& kv) { return kv.second == c; })) return c;
+  }
+  return {};
+}
+
+void DistributedExpertExecutor::clear_ring(int step, bool drop_loads) {
+  for (int l = 0; l < n_layer_; ++l) {
+    const size_t r = ring(step, l);
+    if (drop_loads)
+      for (const auto& [e, p] : plan_[r]) send_drop(p);
+    plan_[r].clear();
+    dispatched_[r] = false;
+  }
+}
+
+void DistributedExpertExecutor::publish(const Prediction& p) {
+  if (opts_.mode == Mode::kResident) return;
+  if (p.step == step_ && (prefill_ || p.layer < layers_done_)) return;  // moot or too late
+  if (p.step == step_ && p.layer == cur_layer_) return;                    // routed already
+  if (!ledger_.publish(p, sched_.decode_capacity())) return;
+  trace_.add("prediction S" + std::to_string(p.step) + " L" + std::to_string(p.layer), "predict", kStreamStep, p.time,
+             p.time, {{"experts", p.experts}});
+  // Loads already out for this layer follow the new prediction.
+  if (dispatched_[ring(p.step, p.layer)]) dispatch(p.step, p.layer);
   pump();
 }
 
-// Dispatches the loads of every group's next layer whose prediction is known: a group
-// starts loading its next layer as soon as it has finished its previous one.
-void DistributedExpertExecutor::pump() {
-  if (prefill_ || opts_.mode == Mode::kResident) return;
-  const int G = sched_.n_groups();
-  for (int g = 0; g < G; ++g)
-    for (int i = 0; i < sched_.lookahead(); ++i) {
-      // The group's next `lookahead` layers of this step; each has its own bank of slots.
-      const int l = group_next_[static_cast<size_t>(g)] + i * G;
-      if (l >= n_layer_) break;
-      if (l == cur_layer_ || dispatched_[static_cast<size_t>(l)] || published_at_[static_cast<size_t>(l)] < 0) continue;
-      dispatched_[static_cast<size_t>(l)] = true;
-      const auto& pred = predicted_[static_cast<size_t>(l)];
-      for (size_t j = 0; j < pred.size() && static_cast<int>(j) < sched_.decode_capacity(); ++j) {
-        const Placement p = sched_.decode_place(l, static_cast<int>(j));
-        send_load(l, pred[j], p);
-        plan_[static_cast<size_t>(l)][pred[j]] = p;
-      }
+void DistributedExpertExecutor::poll_predictor() { predictor_->poll(*this); }
+
+void DistributedExpertExecutor::dispatch(int step, int layer) {
+  const size_t r = ring(step, layer);
+  dispatched_[r] = true;
+  auto& plan = plan_[r];
+  const std::vector<int32_t>& want = ledger_.predicted(step, layer);
+  for (auto it = plan.begin(); it != plan.end();) {
+    if (std::find(want.begin(), want.end(), it->first) != want.end()) {
+      ++it;
+      continue;
     }
+    send_drop(it->second);
+    ++wasted_loads_;
+    it = plan.erase(it);
+  }
+  for (int32_t e : want) {
+    if (plan.count(e)) continue;
+    const Placement c = free_place(step, layer, plan);
+    if (c.rank < 0) break;
+    send_load(layer, e, c);
+    plan[e] = c;
+  }
+}
+
+// Dispatches the loads of every group's next layers whose prediction is known: a group
+// starts loading its next layer as soon as it has finished its previous one (with
+// --lookahead D, its next D layers), across the boundary between forward steps too.
+void DistributedExpertExecutor::pump() {
+  if (prefill_ || opts_.mode == Mode::kResident || in_pump_ || step_ < 0) return;
+  in_pump_ = true;
+  for (int g = 0; g < sched_.n_groups(); ++g) {
+    int64_t gl = group_next_[static_cast<size_t>(g)];
+    for (int i = 0; i < sched_.lookahead(); ++i, gl = next_of_group(gl)) {
+      const int step = static_cast<int>(gl / n_layer_), layer = static_cast<int>(gl % n_layer_);
+      if (step > step_ + 1) break;
+      if (dispatched_[ring(step, layer)] || !ledger_.has_prediction(step, layer)) continue;
+      dispatch(step, layer);
+    }
+  }
+  in_pump_ = false;
 }
 
 void DistributedExpertExecutor::dispatch_prefill_layer(int layer) {
   if (layer >= n_layer_) return;
+  auto& plan = plan_[ring(step_, layer)];
   for (int e = 0; e < n_expert_; ++e) {
     const Placement p = sched_.prefill_place(layer, e);
     send_load(layer, e, p);
-    plan_[static_cast<size_t>(layer)][e] = p;
+    plan[e] = p;
   }
-  dispatched_[static_cast<size_t>(layer)] = true;
+  dispatched_[ring(step_, layer)] = true;
 }
 
-void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n) {
+void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n, int pos) {
   ++step_;
   prefill_ = n > 1;
   layers_done_ = 0;
   t_step_ = t_last_ = now_s();
+  ledger_.begin_step(step_, !prefill_);
   if (opts_.mode == Mode::kOnDemand) {
-    for (int l = 0; l < n_layer_; ++l) {
-      predicted_[static_cast<size_t>(l)].clear();
-      published_at_[static_cast<size_t>(l)] = -1;
-      dispatched_[static_cast<size_t>(l)] = false;
-      plan_[static_cast<size_t>(l)].clear();
-    }
-    for (int g = 0; g < sched_.n_groups(); ++g) group_next_[static_cast<size_t>(g)] = g;
+    clear_ring(step_ + 1, true);  // held step - 1, which is over
     if (prefill_) {
+      // Loads made ahead for this step as a decode step are of no use to a prefill.
+      clear_ring(step_, true);
       // Expert-parallel prefill: every expert of a layer, spread over all workers; two
       // layers in flight.
       dispatch_prefill_layer(0);
       dispatch_prefill_layer(1);
     }
   }
-  predictor_->begin_step(step_, tokens, n, *this);
+  predictor_->begin_step(step_, pos, tokens, n, *this);
+  pump();
 }
 
 void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids,
@@ -179,51 +227,35 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
   cur_k_ = k;
   cur_w_ = weights;
   const size_t d = static_cast<size_t>(n_embd_);
-  auto& plan = plan_[static_cast<size_t>(layer)];
+  poll_predictor();  // the latest predictions first: they may still change this layer's loads
+  auto& plan = plan_[ring(step_, layer)];
 
   // Which tokens need which expert, in expert order.
   std::map<int, std::vector<size_t>> users;
   for (size_t i = 0; i < n * k; ++i) users[ids[i]].push_back(i);
-
-  if (!prefill_) {  // predictor accounting (decode steps)
-    LayerStats& st = layer_stats_[static_cast<size_t>(layer)];
-    const auto& pred = predicted_[static_cast<size_t>(layer)];
-    st.activated += users.size();
-    st.predicted += pred.size();
-    for (const auto& [e, _] : users) {
-      const bool hit = std::find(pred.begin(), pred.end(), e) != pred.end();
-      st.hits += hit;
-      st.misses += !hit;
-      if (hit) st.lead_layers_sum += static_cast<uint64_t>(layer - published_at_[static_cast<size_t>(layer)]);
-    }
-  }
+  std::vector<int32_t> used;
+  for (const auto& [e, _] : users) used.push_back(e);
+  ledger_.routed(layer, used);  // predictor accounting (decode steps)
 
   if (opts_.mode == Mode::kOnDemand) {
     // Drop loads nobody needs (mispredictions), then load what is missing.
-    std::vector<Placement> free_places;
     for (auto it = plan.begin(); it != plan.end();) {
       if (users.count(it->first)) {
         ++it;
         continue;
       }
       send_drop(it->second);
-      free_places.push_back(it->second);
-      ++layer_stats_[static_cast<size_t>(layer)].wasted_loads;
+      ++wasted_loads_;
       it = plan.erase(it);
     }
-    if (!prefill_) dispatched_[static_cast<size_t>(layer)] = true;  // late predictions for it are moot
+    dispatched_[ring(step_, layer)] = true;  // late predictions for it are moot
     for (const auto& [e, _] : users) {
       if (plan.count(e)) continue;
       Placement p;
       if (prefill_) {
         p = sched_.prefill_place(layer, e);
       } else {
-        // The first decode place of this layer not in use (ranks round-robin), else a
-        // place freed by a dropped misprediction.
-        for (int j = 0; j < sched_.decode_capacity() && p.rank < 0; ++j) {
-          const Placement c = sched_.decode_place(layer, j);
-          if (slot(c).layer < 0) p = c;
-        }
+        p = free_place(step_, layer, plan);
         ODMOE_CHECK(p.rank >= 0, kMpi, "no-slot", "no free slot for expert (" << layer << ", " << e << ")",
                     "this is a bug in the scheduler");
       }
@@ -276,7 +308,7 @@ void DistributedExpertExecutor::collect(float* out) {
       std::string who;
       for (int r : ranks) who += (who.empty() ? "" : ", ") + comm_.where(r);
       return "the results of layer " + std::to_string(layer) + " from " + who;
-    }, [&] { out_.reap(); });
+    }, [&] { out_.reap(); poll_predictor(); });
     ODMOE_CHECK(m.header.op == Op::kResult, kMpi, "protocol",
                 "expected RESULT, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
     const auto it = pending_.find(m.header.seq);
@@ -300,17 +332,24 @@ void DistributedExpertExecutor::collect(float* out) {
   t_last_ = t;
   ++layers_done_;
   cur_layer_ = -1;
+  ledger_.layer_done(t);
   if (opts_.mode == Mode::kOnDemand) {
     // The layer's slots were freed by the last COMPUTE of each expert.
-    for (const auto& [e, p] : plan_[static_cast<size_t>(layer)]) slot(p) = {};
-    plan_[static_cast<size_t>(layer)].clear();
+    auto& plan = plan_[ring(step_, layer)];
+    for (const auto& [e, p] : plan) slot(p) = {};
+    plan.clear();
     if (prefill_) {
       dispatch_prefill_layer(layer + 2);
+      if (layer + 1 == n_layer_)  // decode starts: group g's next layer is layer g of the next step
+        for (int g = 0; g < sched_.n_groups(); ++g) group_next_[static_cast<size_t>(g)] = global(step_ + 1, g);
     } else {
-      group_next_[static_cast<size_t>(sched_.group_of_layer(layer))] = layer + sched_.n_groups();
+      group_next_[static_cast<size_t>(sched_.group_of_layer(layer))] = next_of_group(global(step_, layer));
     }
   }
   if (layer + 1 == n_layer_) trace_.add("step " + std::to_string(step_), "step", kStreamStep, t_step_, t);
+  // The prompt is done: predictions for the first decode step may be dispatched now.
+  if (layer + 1 == n_layer_) prefill_ = false;
+  poll_predictor();
   pump();
 }
 
@@ -381,30 +420,12 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
                  {"load_hidden_fraction", load > 0 ? std::max(0.0, 1.0 - stall / load) : 1.0},
                  {"loads", loads_},
                  {"computes", computes_}};
-  nlohmann::json per_layer = nlohmann::json::array();
-  uint64_t act = 0, pred = 0, hits = 0, lead = 0, wasted = 0;
-  for (const LayerStats& s : layer_stats_) {
-    per_layer.push_back({{"activated", s.activated},
-                         {"predicted", s.predicted},
-                         {"hits", s.hits},
-                         {"misses", s.misses},
-                         {"recall", s.activated ? static_cast<double>(s.hits) / static_cast<double>(s.activated) : 0.0},
-                         {"precision", s.predicted ? static_cast<double>(s.hits) / static_cast<double>(s.predicted) : 0.0},
-                         {"mean_lead_layers", s.hits ? static_cast<double>(s.lead_layers_sum) / static_cast<double>(s.hits) : 0.0}});
-    act += s.activated;
-    pred += s.predicted;
-    hits += s.hits;
-    lead += s.lead_layers_sum;
-    wasted += s.wasted_loads;
-  }
-  j["predictor"] = {{"name", predictor_->name()},
-                    {"decode_activated", act},
-                    {"decode_predicted", pred},
-                    {"recall", act ? static_cast<double>(hits) / static_cast<double>(act) : 0.0},
-                    {"precision", pred ? static_cast<double>(hits) / static_cast<double>(pred) : 0.0},
-                    {"mean_lead_layers", hits ? static_cast<double>(lead) / static_cast<double>(hits) : 0.0},
-                    {"wasted_loads", wasted},
-                    {"per_layer", per_layer}};
+  nlohmann::json pj = ledger_.to_json();
+  pj["name"] = predictor_->name();
+  pj["wasted_loads"] = wasted_loads_;
+  const nlohmann::json ps = predictor_->stats();
+  for (const auto& [key, value] : ps.items()) pj[key] = value;
+  j["predictor"] = pj;
 
   if (!trace_path.empty()) {
     nlohmann::json events = nlohmann::json::array();

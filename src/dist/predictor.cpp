@@ -9,9 +9,25 @@
 #include <random>
 
 #include "odmoe/core/error.h"
+#include "odmoe/dist/comm.h"
 #include "odmoe/model/model.h"
 
 namespace odmoe::dist {
+
+void PredictionSink::publish(int step, int layer, std::vector<int32_t> experts) {
+  publish(Prediction{step, layer, std::move(experts), now_s()});
+}
+
+std::vector<int32_t> rank_experts(const float* logits, int n_expert, int count) {
+  count = std::clamp(count, 0, n_expert);
+  std::vector<int32_t> order(static_cast<size_t>(n_expert));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + count, order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  order.resize(static_cast<size_t>(count));
+  return order;
+}
 
 namespace {
 constexpr const char* kFormat = "odmoe-routing-trace";
@@ -20,21 +36,21 @@ constexpr int kVersion = 1;
 class NonePredictor final : public Predictor {
  public:
   std::string name() const override { return "none"; }
-  void begin_step(int, const int32_t*, size_t, PredictionSink&) override {}
+  void begin_step(int, int, const int32_t*, size_t, PredictionSink&) override {}
 };
 
 class OraclePredictor final : public Predictor {
  public:
   explicit OraclePredictor(RoutingTrace t) : trace_(std::move(t)) {}
   std::string name() const override { return "oracle"; }
-  void begin_step(int step, const int32_t*, size_t, PredictionSink& sink) override {
+  void begin_step(int step, int, const int32_t*, size_t, PredictionSink& sink) override {
     if (step < 0 || static_cast<size_t>(step) >= trace_.steps.size()) return;  // past the recording
     const RoutingTrace::Step& s = trace_.steps[static_cast<size_t>(step)];
     for (size_t l = 0; l < s.layers.size(); ++l) {
       std::vector<int32_t> experts;
       for (int32_t e : s.layers[l])
         if (std::find(experts.begin(), experts.end(), e) == experts.end()) experts.push_back(e);
-      sink.publish(static_cast<int>(l), experts);
+      sink.publish(step, static_cast<int>(l), experts);
     }
   }
 
@@ -45,10 +61,10 @@ class PreviousPredictor final : public Predictor {
  public:
   explicit PreviousPredictor(int n_layer) : last_(static_cast<size_t>(n_layer)) {}
   std::string name() const override { return "previous"; }
-  void begin_step(int, const int32_t*, size_t n, PredictionSink& sink) override {
+  void begin_step(int step, int, const int32_t*, size_t n, PredictionSink& sink) override {
     if (n != 1) return;  // prefill loads every expert anyway
     for (size_t l = 0; l < last_.size(); ++l)
-      if (!last_[l].empty()) sink.publish(static_cast<int>(l), last_[l]);
+      if (!last_[l].empty()) sink.publish(step, static_cast<int>(l), last_[l]);
   }
   void after_routing(int, int layer, const float*, size_t n, const int32_t* ids, size_t k, PredictionSink&) override {
     // The last token's choices (prefill: the prompt's last token).
@@ -64,13 +80,13 @@ class RandomPredictor final : public Predictor {
   RandomPredictor(int n_layer, int n_expert, int top_k, uint64_t seed)
       : n_layer_(n_layer), n_expert_(n_expert), k_(top_k), rng_(seed) {}
   std::string name() const override { return "random"; }
-  void begin_step(int, const int32_t*, size_t n, PredictionSink& sink) override {
+  void begin_step(int step, int, const int32_t*, size_t n, PredictionSink& sink) override {
     if (n != 1) return;
     std::vector<int32_t> all(static_cast<size_t>(n_expert_));
     for (int l = 0; l < n_layer_; ++l) {
       std::iota(all.begin(), all.end(), 0);
       std::shuffle(all.begin(), all.end(), rng_);
-      sink.publish(l, std::vector<int32_t>(all.begin(), all.begin() + k_));
+      sink.publish(step, l, std::vector<int32_t>(all.begin(), all.begin() + k_));
     }
   }
 
@@ -81,29 +97,22 @@ class RandomPredictor final : public Predictor {
 
 class GateAheadPredictor final : public Predictor {
  public:
-  GateAheadPredictor(const Model& m, int depth) : model_(m), depth_(depth) {}
+  GateAheadPredictor(const Model& m, int depth, int extra) : model_(m), depth_(depth), extra_(extra) {}
   std::string name() const override { return "gate-ahead"; }
-  void begin_step(int, const int32_t*, size_t n, PredictionSink&) override { decode_ = n == 1; }
-  void after_routing(int, int layer, const float* h, size_t n, const int32_t*, size_t k, PredictionSink& sink) override {
+  void begin_step(int, int, const int32_t*, size_t n, PredictionSink&) override { decode_ = n == 1; }
+  void after_routing(int step, int layer, const float* h, size_t n, const int32_t*, size_t k, PredictionSink& sink) override {
     if (!decode_ || n != 1) return;
     const ModelConfig& c = model_.config();
     logits_.resize(static_cast<size_t>(c.n_expert));
     for (int d = 1; d <= depth_ && layer + d < c.n_layer; ++d) {
       model_.router_logits(layer + d, h, 1, logits_.data());
-      std::vector<int32_t> order(static_cast<size_t>(c.n_expert));
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + static_cast<long>(k), order.end(), [&](int32_t a, int32_t b) {
-        return logits_[static_cast<size_t>(a)] > logits_[static_cast<size_t>(b)] ||
-               (logits_[static_cast<size_t>(a)] == logits_[static_cast<size_t>(b)] && a < b);
-      });
-      order.resize(k);
-      sink.publish(layer + d, order);
+      sink.publish(step, layer + d, rank_experts(logits_.data(), c.n_expert, static_cast<int>(k) + extra_));
     }
   }
 
  private:
   const Model& model_;
-  int depth_;
+  int depth_, extra_;
   bool decode_ = false;
   std::vector<float> logits_;
 };
@@ -114,9 +123,9 @@ std::unique_ptr<Predictor> make_previous_predictor(int n_layer) { return std::ma
 std::unique_ptr<Predictor> make_random_predictor(int n_layer, int n_expert, int top_k, uint64_t seed) {
   return std::make_unique<RandomPredictor>(n_layer, n_expert, top_k, seed);
 }
-std::unique_ptr<Predictor> make_gate_ahead_predictor(const Model& model, int depth) {
+std::unique_ptr<Predictor> make_gate_ahead_predictor(const Model& model, int depth, int extra) {
   ODMOE_CHECK(depth >= 1, kCli, "bad-option", "--gate-ahead-depth must be at least 1", "");
-  return std::make_unique<GateAheadPredictor>(model, depth);
+  return std::make_unique<GateAheadPredictor>(model, depth, extra);
 }
 
 std::unique_ptr<Predictor> make_none_predictor() { return std::make_unique<NonePredictor>(); }

@@ -7,9 +7,11 @@
 
 namespace odmoe::dist {
 
-Schedule::Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead)
+Schedule::Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead, int extra)
     : n_layer_(n_layer), n_expert_(n_expert), top_k_(top_k), n_workers_(n_workers), n_groups_(n_groups),
-      lookahead_(lookahead) {
+      lookahead_(lookahead), extra_(extra) {
+  ODMOE_CHECK(extra >= 0 && extra <= 64, kCli, "bad-option", "--predict-extra " << extra << " is out of range",
+              "use 0 (load the top-k only) to 64");
   ODMOE_CHECK(lookahead >= 1 && lookahead <= 8, kCli, "bad-lookahead",
               "--lookahead " << lookahead << " is out of range", "use 1 (the paper's schedule) to 8");
   ODMOE_CHECK(n_layer > 0 && n_expert > 0 && top_k > 0 && top_k <= n_expert, kCli, "bad-model",
@@ -29,9 +31,9 @@ int Schedule::default_groups(int n_workers, int top_k) {
   return 1;
 }
 
-Placement Schedule::decode_place(int layer, int j) const {
-  ODMOE_CHECK(j >= 0 && j < decode_capacity(), kCore, "range", "decode slot " << j << " out of range", "");
-  const int bank = (layer / n_groups_) % lookahead_;
+Placement Schedule::decode_place(int layer, int j, int bank) const {
+  ODMOE_CHECK(j >= 0 && j < decode_capacity() && bank >= 0 && bank < lookahead_, kCore, "range",
+              "decode slot " << j << " (bank " << bank << ") out of range", "");
   return {worker_rank(group_of_layer(layer), j % group_size_), bank * decode_slots() + j / group_size_};
 }
 

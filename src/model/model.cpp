@@ -55,16 +55,32 @@ void expert_forward(Backend& be, const WeightView& gate, const WeightView& up, c
   be.matmul(down, g, n, out);
 }
 
-LocalExpertExecutor::LocalExpertExecutor(const ModelFiles& files, Backend& be)
+TensorReader model_tensor_reader(const ModelFiles& files) {
+  return [&files](const TensorSpec& s) { return files.read_tensor(s); };
+}
+
+namespace {
+size_t tensor_bytes(const EncodedTensor& t) { return t.data.size() + t.scales.size() * sizeof(float); }
+}  // namespace
+
+LocalExpertExecutor::LocalExpertExecutor(const ModelFiles& files, Backend& be, const TensorReader& reader_in)
     : be_(be), n_expert_(files.config().n_expert), n_embd_(files.config().n_embd) {
+  const TensorReader reader = reader_in ? reader_in : model_tensor_reader(files);
   const ModelConfig& c = files.config();
   experts_.resize(static_cast<size_t>(c.n_layer) * c.n_expert);
   for (int l = 0; l < c.n_layer; ++l)
     for (int e = 0; e < c.n_expert; ++e) {
       const auto specs = layout::expert_tensor_specs(c, l, e);
       for (int t = 0; t < 3; ++t)
-        experts_[static_cast<size_t>(l * c.n_expert + e)][static_cast<size_t>(t)] = files.read_tensor(specs[static_cast<size_t>(t)]);
+        experts_[static_cast<size_t>(l * c.n_expert + e)][static_cast<size_t>(t)] = reader(specs[static_cast<size_t>(t)]);
     }
+}
+
+size_t LocalExpertExecutor::weight_bytes() const {
+  size_t b = 0;
+  for (const auto& ex : experts_)
+    for (const EncodedTensor& t : ex) b += tensor_bytes(t);
+  return b;
 }
 
 void combine_expert_outputs(const float* pair_out, const float* weights, size_t n, size_t k, size_t d, float* out) {
@@ -143,14 +159,15 @@ void route(const ModelConfig& cfg, const float* router_logits, size_t n, int32_t
 // ---------------------------------------------------------------------------------------
 // Model
 
-Model::Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx, bool shadow)
+Model::Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx, const TensorReader& reader_in)
     : cfg_(files.config()), be_(be), experts_(experts) {
+  const TensorReader reader = reader_in ? reader_in : model_tensor_reader(files);
   n_ctx_ = n_ctx > 0 ? std::min(n_ctx, cfg_.max_position_embeddings) : cfg_.max_position_embeddings;
   ODMOE_CHECK(cfg_.rope_scaling.is_null(), kModel, "unsupported",
               "rope_scaling " << cfg_.rope_scaling.dump() << " is not supported yet", "only plain RoPE is implemented");
   layers_.resize(static_cast<size_t>(cfg_.n_layer));
   for (const TensorSpec& s : layout::dense_tensor_specs(cfg_)) {
-    EncodedTensor t = shadow ? files.read_shadow_tensor(s) : files.read_tensor(s);
+    EncodedTensor t = reader(s);
     if (s.layer_idx < 0) {
       if (s.kind == TensorKind::kEmbed) embed_ = std::move(t);
       else if (s.kind == TensorKind::kFinalNorm) final_norm_ = std::move(t);
@@ -188,6 +205,45 @@ Model::Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int 
         1.0f / static_cast<float>(std::pow(static_cast<float>(cfg_.rope_theta),
                                            static_cast<float>(2 * i) / static_cast<float>(cfg_.head_dim))));
   routing_.resize(static_cast<size_t>(cfg_.n_layer));
+  kv_filled_ = std::make_unique<std::atomic<int>[]>(static_cast<size_t>(cfg_.n_layer));
+  reset();
+}
+
+void Model::reset() {
+  pos_ = 0;
+  for (int l = 0; l < cfg_.n_layer; ++l) kv_filled_[static_cast<size_t>(l)].store(0, std::memory_order_release);
+}
+
+void Model::seek(int pos) {
+  ODMOE_CHECK(pos >= 0 && pos < n_ctx_, kModel, "range", "cannot seek to position " << pos << " (context " << n_ctx_ << ")", "");
+  pos_ = pos;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    auto& f = kv_filled_[static_cast<size_t>(l)];
+    f.store(std::min(f.load(std::memory_order_relaxed), pos), std::memory_order_release);
+  }
+}
+
+void Model::copy_kv_rows(const Model& src, int layer, int begin, int end) {
+  const size_t kv_dim = static_cast<size_t>(cfg_.n_head_kv) * cfg_.head_dim;
+  ODMOE_CHECK(src.cfg_.n_layer == cfg_.n_layer && static_cast<size_t>(src.cfg_.n_head_kv) * src.cfg_.head_dim == kv_dim &&
+                  begin >= 0 && end <= std::min(n_ctx_, src.n_ctx_) && begin <= end,
+              kModel, "shape", "copy_kv_rows: models of different shapes or rows out of range", "");
+  if (begin == end) return;
+  const size_t off = (static_cast<size_t>(layer) * n_ctx_ + static_cast<size_t>(begin)) * kv_dim;
+  const size_t src_off = (static_cast<size_t>(layer) * src.n_ctx_ + static_cast<size_t>(begin)) * kv_dim;
+  const size_t len = static_cast<size_t>(end - begin) * kv_dim;
+  std::memcpy(&k_cache_[off], &src.k_cache_[src_off], len * sizeof(float));
+  std::memcpy(&v_cache_[off], &src.v_cache_[src_off], len * sizeof(float));
+}
+
+size_t Model::dense_weight_bytes() const {
+  size_t b = tensor_bytes(embed_) + tensor_bytes(final_norm_) + tensor_bytes(lm_head_);
+  for (const LayerWeights& L : layers_)
+    for (const EncodedTensor* t : {&L.attn_norm, &L.ffn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.bo,
+                                   &L.q_norm, &L.k_norm, &L.router, &L.shared_gate, &L.shared_up, &L.shared_down,
+                                   &L.shared_expert_gate})
+      b += tensor_bytes(*t);
+  return b;
 }
 
 void Model::forward(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>* logits) {
@@ -199,7 +255,7 @@ void Model::forward(const int32_t* tokens, size_t n, bool all_logits, std::vecto
   for (size_t t = 0; t < n; ++t)
     ODMOE_CHECK(tokens[t] >= 0 && static_cast<size_t>(tokens[t]) < V, kModel, "bad-token",
                 "token id " << tokens[t] << " is outside the vocabulary [0, " << V << ")", "");
-  experts_.begin_forward(tokens, n);
+  experts_.begin_forward(tokens, n, pos_);
   x_.resize(n * d);
   for (size_t t = 0; t < n; ++t) {
     ODMOE_CHECK(tokens[t] >= 0 && static_cast<size_t>(tokens[t]) < V, kModel, "bad-token",
@@ -211,6 +267,7 @@ void Model::forward(const int32_t* tokens, size_t n, bool all_logits, std::vecto
   o_.resize(n * d);
   const auto eps = static_cast<float>(cfg_.rms_norm_eps);
   for (int l = 0; l < cfg_.n_layer; ++l) {
+    if (layer_hook_) layer_hook_(l, pos_, n);
     const LayerWeights& L = layers_[static_cast<size_t>(l)];
     be_.rms_norm(x_.data(), f32(L.attn_norm), n, d, eps, h_.data());
     attention(l, h_.data(), n, o_.data());
@@ -263,6 +320,7 @@ void Model::attention(int l, const float* h, size_t n, float* out) {
     std::memcpy(kc + static_cast<size_t>(pos) * kv_dim, &k_[t * kv_dim], kv_dim * 4);
     std::memcpy(vc + static_cast<size_t>(pos) * kv_dim, &v_[t * kv_dim], kv_dim * 4);
   }
+  kv_filled_[static_cast<size_t>(l)].store(pos_ + static_cast<int>(n), std::memory_order_release);
   att_.assign(n * q_dim, 0.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const size_t group = nh / nkv;

@@ -28,6 +28,39 @@ nlohmann::json main_rank_stats(const std::string& backend) {
           {"device", backend}};
 }
 
+namespace {
+
+// The predictor `name` for `model` (created once the model exists: gate-ahead reads its
+// routers, the shadow its KV cache).
+std::unique_ptr<dist::Predictor> make_predictor(const dist::DistOptions& d, const ModelFiles& files, const Model& model,
+                                                int groups) {
+  const ModelConfig& c = files.config();
+  const std::string& name = d.predictor;
+  if (name == "none") return dist::make_none_predictor();
+  if (name == "oracle") {
+    ODMOE_CHECK(!d.routing_trace.empty(), kCli, "bad-option", "--predictor oracle needs --routing-trace FILE",
+                "record one first: odmoe generate ... --save-routing FILE");
+    dist::RoutingTrace t = dist::RoutingTrace::load(d.routing_trace);
+    ODMOE_CHECK(t.model_uid == files.header().model_uid && t.n_layer == c.n_layer && t.n_expert == c.n_expert, kCli,
+                "bad-trace", d.routing_trace << " was recorded with another model", "record the trace with the same --model");
+    return dist::make_oracle_predictor(std::move(t));
+  }
+  if (name == "previous") return dist::make_previous_predictor(c.n_layer);
+  if (name == "random") return dist::make_random_predictor(c.n_layer, c.n_expert, c.n_expert_used, 0x0d0e);
+  if (name == "gate-ahead")
+    return dist::make_gate_ahead_predictor(model, d.gate_ahead_depth > 0 ? d.gate_ahead_depth : std::max(1, groups - 1),
+                                           d.predict_extra);
+  if (name == "shadow") {
+    dist::ShadowOptions so = d.shadow;
+    so.extra = d.predict_extra;
+    return dist::make_shadow_predictor(files, model, so);
+  }
+  ODMOE_THROW(kCli, "bad-option", "--predictor " << name << " is not available",
+              "choose none, oracle, previous, random, gate-ahead or shadow");
+}
+
+}  // namespace
+
 std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -35,9 +68,23 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   eng->opts_ = o;
   if (size == 1) {
     eng->files_ = std::make_unique<ModelFiles>(o.model_dir);
-    eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), o.threads);
+    // A shadow runs on cores of its own: the model gets the rest.
+    const int shadow_cores = o.dist.predictor == "shadow" ? o.dist.shadow.threads : 0;
+    const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() - shadow_cores);
+    eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
     eng->local_ = std::make_unique<LocalExpertExecutor>(*eng->files_, *eng->backend_);
-    eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->local_, o.n_ctx);
+    if (o.dist.predictor == "none") {
+      eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->local_, o.n_ctx);
+      return eng;
+    }
+    // A predictor in one process: nothing to load, its predictions are accounted.
+    const ModelConfig& c = eng->files_->config();
+    const int groups = std::max(1, o.dist.groups);
+    eng->accounting_ = std::make_unique<dist::AccountingExecutor>(
+        *eng->local_, c.n_layer, c.n_expert, groups - 1, std::min(c.n_expert, c.n_expert_used + o.dist.predict_extra),
+        dist::make_none_predictor());
+    eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->accounting_, o.n_ctx);
+    eng->accounting_->set_predictor(make_predictor(o.dist, *eng->files_, *eng->model_, groups));
     return eng;
   }
 
@@ -53,7 +100,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   const int workers = size - 1;
   const int groups = o.dist.groups > 0 ? o.dist.groups : dist::Schedule::default_groups(workers, c.n_expert_used);
   eng->sched_ = std::make_unique<dist::Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups,
-                                                  o.dist.lookahead);
+                                                  o.dist.lookahead, o.dist.predict_extra);
   eng->store_ = std::make_unique<dist::ExpertStore>(comm, *eng->files_, o.dist.store);
 
   eng->comm_->set_timeout(o.dist.timeout_s);
@@ -63,38 +110,31 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
     return nullptr;
   }
 
-  const std::string pname = o.dist.mode == dist::Mode::kResident ? "none" : o.dist.predictor;
-  std::unique_ptr<dist::Predictor> pred;
-  if (pname == "oracle") {
-    ODMOE_CHECK(!o.dist.routing_trace.empty(), kCli, "bad-option", "--predictor oracle needs --routing-trace FILE",
-                "record one first: odmoe generate ... --save-routing FILE");
-    dist::RoutingTrace t = dist::RoutingTrace::load(o.dist.routing_trace);
-    ODMOE_CHECK(t.model_uid == eng->files_->header().model_uid && t.n_layer == c.n_layer && t.n_expert == c.n_expert,
-                kCli, "bad-trace", o.dist.routing_trace << " was recorded with another model",
-                "record the trace with the same --model");
-    pred = dist::make_oracle_predictor(std::move(t));
-  } else if (pname == "previous") {
-    pred = dist::make_previous_predictor(c.n_layer);
-  } else if (pname == "random") {
-    pred = dist::make_random_predictor(c.n_layer, c.n_expert, c.n_expert_used, 0x0d0e);
-  } else if (pname != "none" && pname != "gate-ahead") {
-    ODMOE_THROW(kCli, "bad-option", "--predictor " << pname << " is not available",
-                "choose none, oracle, previous, random or gate-ahead");
-  }
-  eng->exec_ = std::make_unique<dist::DistributedExpertExecutor>(
-      comm, *eng->files_, *eng->store_, *eng->sched_, o.dist, pred ? std::move(pred) : dist::make_none_predictor());
+  dist::DistOptions d = o.dist;
+  if (d.mode == dist::Mode::kResident) d.predictor = "none";  // nothing is loaded after start-up
+  eng->exec_ = std::make_unique<dist::DistributedExpertExecutor>(comm, *eng->files_, *eng->store_, *eng->sched_, d,
+                                                                  dist::make_none_predictor());
   eng->exec_->start();
   eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->exec_, o.n_ctx);
-  if (pname == "gate-ahead")
-    eng->exec_->set_predictor(dist::make_gate_ahead_predictor(
-        *eng->model_, o.dist.gate_ahead_depth > 0 ? o.dist.gate_ahead_depth : std::max(1, eng->sched_->n_groups() - 1)));
+  eng->exec_->set_predictor(make_predictor(d, *eng->files_, *eng->model_, eng->sched_->n_groups()));
   return eng;
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // The predictor goes first: a shadow's thread reads the model's KV cache.
+  if (exec_) exec_->set_predictor(dist::make_none_predictor());
+  if (accounting_) accounting_->set_predictor(dist::make_none_predictor());
+}
+
+std::string Engine::predictor_name() const {
+  if (exec_) return opts_.dist.mode == dist::Mode::kOnDemand ? opts_.dist.predictor : "";
+  return accounting_ ? opts_.dist.predictor : "";
+}
 
 std::string Engine::describe() const {
-  if (!exec_) return "single process, " + backend_->to_string();
+  if (!exec_)
+    return "single process" + (accounting_ ? ", predictor " + opts_.dist.predictor + " (accounted only)" : std::string()) +
+           ", " + backend_->to_string();
   const dist::DistOptions& d = opts_.dist;
   std::string s = std::string(dist::mode_name(d.mode)) + ", " + sched_->to_string() + ", " +
                   dist::store_placement_name(d.store.placement) + " store on " + std::to_string(comm_->n_nodes()) +
@@ -108,7 +148,11 @@ nlohmann::json Engine::finish(const std::string& trace_path) {
   ODMOE_CHECK(!finished_, kCore, "twice", "Engine::finish called twice", "");
   finished_ = true;
   nlohmann::json main_stats = main_rank_stats(backend_->to_string());
-  if (!exec_) return {{"ranks", nlohmann::json::array({main_stats})}};
+  if (!exec_) {
+    nlohmann::json j = {{"ranks", nlohmann::json::array({main_stats})}};
+    if (accounting_) j["predictor"] = accounting_->stats();
+    return j;
+  }
   main_stats["host"] = comm_->host(0);
   nlohmann::json j = exec_->finish(trace_path, main_stats);
   store_->close();

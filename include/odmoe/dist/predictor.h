@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -20,20 +21,33 @@ class Model;
 
 namespace odmoe::dist {
 
-// Where predictions go: the scheduler. `experts` are in priority order (most likely first).
+// One prediction: the experts layer `layer` of forward step `step` will use, in priority
+// order (most likely first), and when it was made (now_s()). A predictor may predict the
+// current step or the next one (a shadow running ahead); a later prediction for the same
+// layer replaces an earlier one.
+struct Prediction {
+  int step = 0, layer = 0;
+  std::vector<int32_t> experts;
+  double time = 0;
+};
+
+// Where predictions go: the scheduler (or, single-process, the accounting).
 class PredictionSink {
  public:
   virtual ~PredictionSink() = default;
-  virtual void publish(int layer, const std::vector<int32_t>& experts) = 0;
+  virtual void publish(const Prediction& p) = 0;
+  // Convenience: a prediction made now.
+  void publish(int step, int layer, std::vector<int32_t> experts);
 };
 
 class Predictor {
  public:
   virtual ~Predictor() = default;
   virtual std::string name() const = 0;
-  // The input tokens of forward step `step` are known (step 0: the prompt; then one
-  // sampled token per step). Called before layer 0 runs.
-  virtual void begin_step(int step, const int32_t* tokens, size_t n, PredictionSink& sink) = 0;
+  // The input tokens of forward step `step` are known (the prompt, then one sampled token
+  // per step), at positions [pos, pos + n): pos 0 starts a new sequence. Called before
+  // layer 0 runs.
+  virtual void begin_step(int step, int pos, const int32_t* tokens, size_t n, PredictionSink& sink) = 0;
   // The full model has routed `layer` of this step: `ids` [n, k] is the truth, `h` [n,
   // n_embd] the layer's normed MoE input. Predictors that look ahead from the current
   // hidden state publish here.
@@ -41,6 +55,11 @@ class Predictor {
                              PredictionSink& sink) {
     (void)step, (void)layer, (void)h, (void)n, (void)ids, (void)k, (void)sink;
   }
+  // Delivers predictions made since the last call by a predictor that works on its own
+  // thread. The scheduler calls it whenever it can act (while waiting for results, too).
+  virtual void poll(PredictionSink& sink) { (void)sink; }
+  // The predictor's own figures (a shadow's memory, restarts, ...), for --stats-json.
+  virtual nlohmann::json stats() const { return nlohmann::json::object(); }
 };
 
 // What the routers chose in a run: per forward step, per layer, the expert ids of every
@@ -70,8 +89,14 @@ std::unique_ptr<Predictor> make_previous_predictor(int n_layer);
 // `random`: k experts per layer drawn uniformly without replacement (seeded): the floor.
 std::unique_ptr<Predictor> make_random_predictor(int n_layer, int n_expert, int top_k, uint64_t seed);
 // `gate-ahead` (Pre-gated / HOBBIT / AdapMoE style): when layer l is routed, the routers of
-// layers l+1..l+depth are applied to layer l's hidden state and their top-k published.
-// Layers 0..depth-1 of a token have no earlier layer to look from and go unpredicted.
-std::unique_ptr<Predictor> make_gate_ahead_predictor(const Model& model, int depth);
+// layers l+1..l+depth are applied to layer l's hidden state and their top-k (+ `extra`
+// next candidates) published. Layers 0..depth-1 of a token have no earlier layer to look
+// from and go unpredicted.
+std::unique_ptr<Predictor> make_gate_ahead_predictor(const Model& model, int depth, int extra = 0);
+
+// The `extra` next-best experts after the top-k, from router logits [n_expert]: the
+// candidates a predictor adds when a group has spare slots. Returns top_k + extra ids in
+// order of decreasing logit (ties to the lower id).
+std::vector<int32_t> rank_experts(const float* router_logits, int n_expert, int count);
 
 }  // namespace odmoe::dist

@@ -18,8 +18,10 @@
 #include "odmoe/backend/backend.h"
 #include "odmoe/dist/comm.h"
 #include "odmoe/dist/expert_store.h"
+#include "odmoe/dist/prediction_ledger.h"
 #include "odmoe/dist/predictor.h"
 #include "odmoe/dist/schedule.h"
+#include "odmoe/dist/shadow.h"
 #include "odmoe/dist/trace.h"
 #include "odmoe/model/model.h"
 
@@ -31,9 +33,11 @@ const char* mode_name(Mode m);
 
 struct DistOptions {
   Mode mode = Mode::kOnDemand;
-  std::string predictor = "none";  // none | oracle | previous | random | gate-ahead
+  std::string predictor = "none";  // none | oracle | previous | random | gate-ahead | shadow
   int gate_ahead_depth = 0;        // gate-ahead: layers looked ahead (0: G-1, at least 1)
+  int predict_extra = 0;           // candidates beyond the top-k a predictor publishes (and slots for them)
   std::string routing_trace;       // oracle: a trace from --save-routing
+  ShadowOptions shadow;            // shadow: dtype, alignment, departure
   int groups = 0;                  // 0: Schedule::default_groups
   int lookahead = 1;               // decode layers in flight per group (1: the paper's schedule)
   StoreOptions store;
@@ -62,7 +66,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // Replaces the predictor (between forward steps): a predictor that needs the model, such
   // as gate-ahead, can only be made once the model exists.
   void set_predictor(std::unique_ptr<Predictor> p) { predictor_ = std::move(p); }
-  void begin_forward(const int32_t* tokens, size_t n) override;
+  void begin_forward(const int32_t* tokens, size_t n, int pos) override;
   void submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override;
   void collect(float* out) override;
   // Stops every worker and gathers their statistics: {"ranks": [...], "predictor": {...},
@@ -79,12 +83,23 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
     int rank, expert;
     std::vector<size_t> pairs;  // indices t*k + j this chunk answers
   };
-  void publish(int layer, const std::vector<int32_t>& experts) override;
+  void publish(const Prediction& p) override;
+  void poll_predictor();
   void pump();
+  void dispatch(int step, int layer);  // loads the standing prediction of (step, layer), adjusting earlier loads
   void send_load(int layer, int expert, Placement p);
   void send_drop(Placement p);
   void dispatch_prefill_layer(int layer);
   SlotState& slot(Placement p) { return slots_[static_cast<size_t>(p.rank)][static_cast<size_t>(p.slot)]; }
+  // Decode layers are numbered over steps: layer l of step s is s*L + l.
+  int64_t global(int step, int layer) const { return static_cast<int64_t>(step) * n_layer_ + layer; }
+  int64_t next_of_group(int64_t gl) const;  // the next layer the same group computes
+  Placement place(int step, int layer, int j) const;  // j-th decode place, bank by the group's round
+  // The first decode place of (step, layer) that `plan` does not use (ranks round-robin);
+  // rank -1 if all are.
+  Placement free_place(int step, int layer, const std::map<int, Placement>& plan) const;
+  size_t ring(int step, int layer) const { return static_cast<size_t>((step & 1) * n_layer_ + layer); }
+  void clear_ring(int step, bool drop_loads);
 
   const Comm& comm_;
   const ExpertStore& store_;
@@ -97,15 +112,17 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   int n_slots_;
   std::vector<std::vector<SlotState>> slots_;  // [rank][slot]; rank 0 unused
 
+  // Predictions and loads of the current step and the next ([step & 1][layer]).
+  PredictionLedger ledger_;
+  std::vector<bool> dispatched_;
+  std::vector<std::map<int, Placement>> plan_;  // expert -> where it is (being) loaded
+  std::vector<int64_t> group_next_;             // [group]: the next global layer the group computes
+  bool in_pump_ = false;
+
   // The current forward step.
   int step_ = -1;
   bool prefill_ = false;
   int layers_done_ = 0;
-  std::vector<std::vector<int32_t>> predicted_;  // [layer]: published experts
-  std::vector<int> published_at_;                // [layer]: layers_done_ when published, -1: not published
-  std::vector<bool> dispatched_;
-  std::vector<std::map<int, Placement>> plan_;   // [layer]: expert -> where it is (being) loaded
-  std::vector<int> group_next_;                  // [group]: next layer the group computes this step
   double t_step_ = 0, t_last_ = 0;
 
   // The layer in flight between submit() and collect().
@@ -118,11 +135,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   std::vector<float> pair_out_, xs_;
 
   // Statistics.
-  struct LayerStats {
-    uint64_t activated = 0, predicted = 0, hits = 0, misses = 0, lead_layers_sum = 0, wasted_loads = 0;
-  };
-  std::vector<LayerStats> layer_stats_;
-  uint64_t loads_ = 0, computes_ = 0;
+  uint64_t loads_ = 0, computes_ = 0, wasted_loads_ = 0;
   double dense_s_ = 0, expert_wait_s_ = 0;  // decode steps: main computing / waiting for experts
   uint64_t decode_layers_ = 0;
   std::vector<double> clock_offset_;  // [rank] worker clock - main clock

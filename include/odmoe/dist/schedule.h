@@ -13,6 +13,7 @@
 //  * resident: every expert is loaded once at start-up into the group that serves its layer.
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 namespace odmoe::dist {
@@ -30,7 +31,8 @@ class Schedule {
   // `lookahead`: layers a group may have in flight in decode (1: the paper's schedule, where
   // a group loads its next layer only after computing the previous one; 2+: the next layers
   // load while the group still computes, in banks of decode slots).
-  Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead = 1);
+  // `extra`: decode slots for candidates beyond the top-k (a predictor's next-best guesses).
+  Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead = 1, int extra = 0);
 
   // Default group count: the most groups whose size S still reaches min(top_k, W), so that
   // one layer's top-k experts are computed in parallel (DESIGN.md: S defaults to top-k).
@@ -51,9 +53,13 @@ class Schedule {
   // Decode: slots per worker for one layer's top-k, and the place of the j-th expert
   // (0 <= j < decode_capacity()) loaded for `layer`: rank j mod S of the layer's group, in
   // the layer's bank ((layer div G) mod lookahead) of decode slots.
-  int decode_slots() const { return (top_k_ + group_size_ - 1) / group_size_; }
+  int decode_slots() const { return (std::min(top_k_ + extra_, n_expert_) + group_size_ - 1) / group_size_; }
   int decode_capacity() const { return decode_slots() * group_size_; }
-  Placement decode_place(int layer, int j) const;
+  Placement decode_place(int layer, int j) const { return decode_place(layer, j, (layer / n_groups_) % lookahead_); }
+  // The same in a given bank (0 <= bank < lookahead): a runtime that keeps a group's layers
+  // in flight across forward steps numbers its banks by the group's round, not the layer.
+  Placement decode_place(int layer, int j, int bank) const;
+  int extra() const { return extra_; }
 
   // Prefill: slots per worker per layer bank, and the place of expert e of `layer` (bank
   // layer mod 2, so consecutive layers never share a slot).
@@ -70,7 +76,7 @@ class Schedule {
   std::string to_string() const;  // "5 workers in 1 group of 5 ..."
 
  private:
-  int n_layer_, n_expert_, top_k_, n_workers_, n_groups_, group_size_, lookahead_;
+  int n_layer_, n_expert_, top_k_, n_workers_, n_groups_, group_size_, lookahead_, extra_;
 };
 
 }  // namespace odmoe::dist

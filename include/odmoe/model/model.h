@@ -6,7 +6,9 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -22,8 +24,9 @@ namespace odmoe {
 class ExpertExecutor {
  public:
   virtual ~ExpertExecutor() = default;
-  // The input tokens of the next forward step (the prompt, then one token per step).
-  virtual void begin_forward(const int32_t* tokens, size_t n) { (void)tokens, (void)n; }
+  // The input tokens of the next forward step (the prompt, then one token per step), at
+  // positions [pos, pos + n).
+  virtual void begin_forward(const int32_t* tokens, size_t n, int pos) { (void)tokens, (void)n, (void)pos; }
   // h: [n, n_embd] (the post-attention-normed hidden states); ids, weights: [n, k] routing.
   // The pointers stay valid until collect().
   virtual void submit(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) = 0;
@@ -46,10 +49,16 @@ inline constexpr size_t kDefaultExpertBatch = 64;
 void expert_forward(Backend& be, const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
                     size_t n, float* out, std::vector<float>* scratch);
 
-// All routed experts resident in memory, read from the model's expert shards.
+// Where a model's tensors come from: the model's files (ModelFiles::read_tensor), its
+// shadow.h5, or a re-encoding of either in memory (the shadow predictor).
+using TensorReader = std::function<EncodedTensor(const layout::TensorSpec&)>;
+TensorReader model_tensor_reader(const ModelFiles& files);
+
+// All routed experts resident in memory, read from the model's expert shards (or `reader`).
 class LocalExpertExecutor final : public ExpertExecutor {
  public:
-  LocalExpertExecutor(const ModelFiles& files, Backend& be);
+  LocalExpertExecutor(const ModelFiles& files, Backend& be, const TensorReader& reader = {});
+  size_t weight_bytes() const;
   void submit(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override;
   void collect(float* out) override;
 
@@ -78,15 +87,19 @@ struct LayerWeights {
 
 class Model {
  public:
-  // Loads the dense weights of `files` (or of its shadow.h5 when `shadow`); `n_ctx` <= 0
+  // Loads the dense weights of `files` (or what `reader` gives for them); `n_ctx` <= 0
   // means the model's max_position_embeddings.
-  Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx = 0, bool shadow = false);
+  Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx = 0, const TensorReader& reader = {});
 
   const ModelConfig& config() const { return cfg_; }
   int n_ctx() const { return n_ctx_; }
   int position() const { return pos_; }
-  void reset() { pos_ = 0; }
-
+  // Starts a new sequence: the KV cache is empty again.
+  void reset();
+  // Moves to position `pos`: the next forward writes its KV entries from there. Backwards:
+  // a speculative step being redone. Forwards: the rows in between are left as they are,
+  // for the caller to fill (KV alignment).
+  void seek(int pos);
   // Runs `n` tokens at positions [position(), position() + n) and advances. Writes the
   // logits of the last token ([vocab]) or, with all_logits, of every token ([n, vocab]).
   // Throws odmoe::Error on a token id outside the vocabulary or a full context.
@@ -98,6 +111,25 @@ class Model {
 
   // Router decisions of the last forward for layer l, token t: k expert ids.
   const std::vector<int32_t>& last_routing(int layer_idx) const { return routing_[static_cast<size_t>(layer_idx)]; }
+  // The router logits [n, n_expert] of the layer being computed: valid inside
+  // ExpertExecutor::submit (look-ahead predictors rank candidates beyond the top-k).
+  const float* current_router_logits() const { return router_logits_.data(); }
+
+  // Called at the start of every layer of forward(), before its attention, with the layer,
+  // the first position and the token count. A hook may throw to abandon the forward step
+  // (position() is then unchanged). The shadow predictor aligns its KV cache here.
+  using LayerHook = std::function<void(int layer, int pos, size_t n)>;
+  void set_layer_hook(LayerHook hook) { layer_hook_ = std::move(hook); }
+
+  // KV alignment. kv_filled(l): how many positions of layer l's KV cache hold this sequence's
+  // entries; it grows as forward() writes them, with release order, so another thread may
+  // read rows below it while this model runs (rows below it are not written again until
+  // reset()). copy_kv_rows copies rows [begin, end) of layer l from `src` (same shape).
+  int kv_filled(int layer) const { return kv_filled_[static_cast<size_t>(layer)].load(std::memory_order_acquire); }
+  void copy_kv_rows(const Model& src, int layer, int begin, int end);
+
+  size_t dense_weight_bytes() const;  // the weights this object holds (not the routed experts)
+  size_t kv_cache_bytes() const { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
 
  private:
   void attention(int l, const float* h, size_t n, float* out);
@@ -112,6 +144,8 @@ class Model {
   std::vector<float> k_cache_, v_cache_;  // [layer][n_ctx][kv_dim]
   std::vector<float> rope_inv_freq_;
   std::vector<std::vector<int32_t>> routing_;
+  std::unique_ptr<std::atomic<int>[]> kv_filled_;
+  LayerHook layer_hook_;
   // scratch
   std::vector<float> x_, h_, q_, k_, v_, att_, o_, scores_, logits_buf_, router_logits_, route_w_, moe_out_;
   std::vector<int32_t> route_ids_;

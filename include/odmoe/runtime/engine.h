@@ -33,6 +33,8 @@ class Engine {
   const CpuBackend& backend() const { return *backend_; }
   bool distributed() const { return exec_ != nullptr; }
   std::string describe() const;  // mode, ranks, groups, predictor
+  // The predictor's name, or "" when none runs.
+  std::string predictor_name() const;
 
   // Distributed: stops the expert ranks, gathers their statistics and writes the trace;
   // returns {"ranks": [...], "schedule", "timing", "predictor"}. Single process: {"ranks":
@@ -52,6 +54,7 @@ class Engine {
   std::unique_ptr<dist::Schedule> sched_;
   std::unique_ptr<dist::ExpertStore> store_;
   std::unique_ptr<LocalExpertExecutor> local_;
+  std::unique_ptr<dist::AccountingExecutor> accounting_;  // single process with a predictor
   std::unique_ptr<dist::DistributedExpertExecutor> exec_;
   std::unique_ptr<Model> model_;
   bool finished_ = false;
