@@ -1,7 +1,10 @@
 #include "odmoe/dist/prediction_ledger.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
+#include "odmoe/core/error.h"
 #include "odmoe/dist/comm.h"
 
 namespace odmoe::dist {
@@ -165,8 +168,9 @@ nlohmann::json PredictionLedger::to_json(int token_bucket) const {
 namespace odmoe::dist {
 
 AccountingExecutor::AccountingExecutor(ExpertExecutor& inner, int n_layer, int n_expert, int ready_lead, int capacity,
-                                       std::unique_ptr<Predictor> predictor)
-    : inner_(inner), ledger_(n_layer, n_expert, ready_lead), capacity_(capacity), predictor_(std::move(predictor)) {}
+                                       std::unique_ptr<Predictor> predictor, bool sync, double timeout_s)
+    : inner_(inner), ledger_(n_layer, n_expert, ready_lead), capacity_(capacity), predictor_(std::move(predictor)),
+      sync_(sync), timeout_s_(timeout_s) {}
 
 void AccountingExecutor::begin_forward(const int32_t* tokens, size_t n, int pos) {
   ++step_;
@@ -184,6 +188,15 @@ void AccountingExecutor::publish(const Prediction& p) {
 }
 
 void AccountingExecutor::submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids, const float* w) {
+  if (sync_ && !prefill_) {
+    const double deadline = now_s() + timeout_s_;
+    while (predictor_->pending(step_, layer)) {
+      ODMOE_CHECK(now_s() < deadline, kCore, "timeout",
+                  "the " << predictor_->name() << " predictor did not predict layer " << layer << " within " << timeout_s_
+                         << " s", "");
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
   predictor_->poll(*this);
   cur_layer_ = layer;
   std::vector<int32_t> used;

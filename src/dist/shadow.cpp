@@ -175,14 +175,24 @@ class ShadowPredictor final : public Predictor {
             {"busy_seconds", busy_s_}};
   }
 
+  bool pending(int step, int layer) const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (error_ || !seq_valid_ || step <= seq_start_ || done_step_ >= step) return false;
+    if (running_ && running_step_ == step) return published_layer_.load() < layer;
+    return next_pos_ < model_->n_ctx();  // it will get to this step
+  }
+
   // Called by ShadowExperts on the shadow thread.
   void routed(int layer, size_t n, size_t k) {
     if (!job_decode_ || n != 1) return;
     const int E = model_->config().n_expert;
     Prediction p{job_step_, layer, rank_experts(model_->current_router_logits(), E, static_cast<int>(k) + o_.extra),
                  now_s()};
-    std::lock_guard<std::mutex> lk(out_mu_);
-    out_.push_back(std::move(p));
+    {
+      std::lock_guard<std::mutex> lk(out_mu_);
+      out_.push_back(std::move(p));
+    }
+    published_layer_.store(layer);
   }
 
  private:
@@ -271,6 +281,7 @@ class ShadowPredictor final : public Predictor {
       cv_.wait(lk, [&] { return stop_ || (!cancel_ && next_job(&j)); });
       if (stop_) return;
       running_ = true;
+      published_layer_.store(-1);
       running_step_ = j.step;
       running_token_ = j.prefill ? -1 : j.tokens[0];
       lk.unlock();
@@ -318,6 +329,7 @@ class ShadowPredictor final : public Predictor {
   std::condition_variable cv_;
   std::thread thread_;
   std::atomic<bool> cancel_{false};
+  std::atomic<int> published_layer_{-1};  // of the running step
   bool stop_ = false;
   std::exception_ptr error_;
   // What main has told the shadow (under mu_).

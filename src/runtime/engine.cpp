@@ -82,7 +82,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
     const int groups = std::max(1, o.dist.groups);
     eng->accounting_ = std::make_unique<dist::AccountingExecutor>(
         *eng->local_, c.n_layer, c.n_expert, groups - 1, std::min(c.n_expert, c.n_expert_used + o.dist.predict_extra),
-        dist::make_none_predictor());
+        dist::make_none_predictor(), o.dist.predictor_sync, o.dist.timeout_s);
     eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->accounting_, o.n_ctx);
     eng->accounting_->set_predictor(make_predictor(o.dist, *eng->files_, *eng->model_, groups));
     return eng;

@@ -88,8 +88,10 @@ namespace odmoe::dist {
 class AccountingExecutor final : public ExpertExecutor, private PredictionSink {
  public:
   // `capacity`: experts a prediction may name per layer (what a group could load).
+  // `sync`: before each decode layer, wait (at most `timeout_s`) for the prediction a
+  // predictor still has pending for it: accuracy apart from timing.
   AccountingExecutor(ExpertExecutor& inner, int n_layer, int n_expert, int ready_lead, int capacity,
-                     std::unique_ptr<Predictor> predictor);
+                     std::unique_ptr<Predictor> predictor, bool sync = false, double timeout_s = 60);
   void set_predictor(std::unique_ptr<Predictor> p) { predictor_ = std::move(p); }
   Predictor& predictor() { return *predictor_; }
 
@@ -107,6 +109,8 @@ class AccountingExecutor final : public ExpertExecutor, private PredictionSink {
   PredictionLedger ledger_;
   int capacity_;
   std::unique_ptr<Predictor> predictor_;
+  bool sync_;
+  double timeout_s_;
   int step_ = -1, cur_layer_ = -1, layers_done_ = 0;
   bool prefill_ = false;
 };

@@ -58,6 +58,10 @@ class Predictor {
   // Delivers predictions made since the last call by a predictor that works on its own
   // thread. The scheduler calls it whenever it can act (while waiting for results, too).
   virtual void poll(PredictionSink& sink) { (void)sink; }
+  // True while a prediction for (step, layer) is still to come from a predictor working on
+  // its own thread: a single-process evaluation may wait for it, to measure accuracy apart
+  // from timing.
+  virtual bool pending(int step, int layer) const { (void)step, (void)layer; return false; }
   // The predictor's own figures (a shadow's memory, restarts, ...), for --stats-json.
   virtual nlohmann::json stats() const { return nlohmann::json::object(); }
 };

@@ -36,6 +36,7 @@ struct DistOptions {
   std::string predictor = "none";  // none | oracle | previous | random | gate-ahead | shadow
   int gate_ahead_depth = 0;        // gate-ahead: layers looked ahead (0: G-1, at least 1)
   int predict_extra = 0;           // candidates beyond the top-k a predictor publishes (and slots for them)
+  bool predictor_sync = false;     // one process: wait for each decode layer's pending prediction
   std::string routing_trace;       // oracle: a trace from --save-routing
   ShadowOptions shadow;            // shadow: dtype, alignment, departure
   int groups = 0;                  // 0: Schedule::default_groups

@@ -1,0 +1,105 @@
+// The options every `odmoe` command shares: the model, and how a distributed run is laid
+// out (mode, predictor, groups, store, timeouts). Part of the odmoe executable only.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <string>
+
+#include "odmoe/core/cli.h"
+#include "odmoe/runtime/engine.h"
+
+namespace odmoe::cli {
+
+namespace po = boost::program_options;
+
+// Options every command shares: the model, and how a distributed run is laid out.
+struct EngineArgs {
+  EngineOptions eo;
+  std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
+  std::string departure = "early";
+
+  void add(po::options_description& o) {
+    dist::DistOptions& d = eo.dist;
+    o.add_options()("model", po::value(&eo.model_dir)->required(), "converted model directory (odmoe-weights convert)")(
+        "threads", po::value(&eo.threads)->default_value(0), "CPU threads per rank (0: the node's cores shared by its ranks)")(
+        "n-ctx", po::value(&eo.n_ctx)->default_value(0), "context length (0: the model's maximum)");
+    po::options_description dd("distributed options (mpirun -np N, N >= 2: rank 0 main, ranks 1..N-1 expert ranks)");
+    dd.add_options()("mode", po::value(&mode)->default_value(mode),
+                     "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped after")(
+        "predictor", po::value(&d.predictor)->default_value(d.predictor),
+        "on-demand: none (load after routing) | shadow (a quantized copy of the model running ahead) | oracle "
+        "(replay --routing-trace) | previous (the last token's experts) | random | gate-ahead (later layers' "
+        "routers on the current hidden state). In one process a predictor is only accounted (recall, lead)")(
+        "gate-ahead-depth", po::value(&d.gate_ahead_depth)->default_value(0),
+        "gate-ahead: layers to look ahead (0: groups - 1, at least 1: what hides loads)")(
+        "shadow-dtype", po::value(&d.shadow.dtype)->default_value(d.shadow.dtype),
+        "shadow: auto (shadow.h5, else int8 in memory) | file (shadow.h5) | f32|bf16|f16|int8|int4 (the model "
+        "re-encoded in memory unless shadow.h5 has that dtype)")(
+        "align-token-period", po::value(&d.shadow.align_token_period)->default_value(1),
+        "shadow: continue from the full model's token every N decode steps (0: never)")(
+        "align-kv-period", po::value(&d.shadow.align_kv_period)->default_value(1),
+        "shadow: overwrite its KV cache with the full model's every N decode steps (0: never)")(
+        "shadow-departure", po::value(&departure)->default_value(departure),
+        "shadow: early (start the next token from its own guess, redo it if the full model disagrees) | late "
+        "(wait for the full model's token, as the paper does)")(
+        "shadow-threads", po::value(&d.shadow.threads)->default_value(1), "shadow: CPU threads")(
+        "predictor-sync", po::bool_switch(&d.predictor_sync),
+        "one process: before each decode layer, wait for the prediction the predictor still owes it (its accuracy "
+        "apart from its timing)")(
+        "predict-extra", po::value(&d.predict_extra)->default_value(0),
+        "shadow, gate-ahead: also load the next N most likely experts (spare decode slots are added for them)")(
+        "routing-trace", po::value(&d.routing_trace), "oracle: a trace recorded with generate --save-routing")(
+        "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
+        "lookahead", po::value(&d.lookahead)->default_value(1),
+        "on-demand decode: layers a group may load ahead (1: the paper's schedule; 2+: more slots, earlier loads)")(
+        "placement", po::value(&placement)->default_value(placement),
+        "expert store: replicated (every node maps every shard) | sharded (shards spread over nodes)")(
+        "replicas", po::value(&d.store.replicas)->default_value(1), "sharded: store ranks holding each shard")(
+        "store-ranks", po::value(&store_ranks)->default_value(store_ranks),
+        "node: the first expert rank of each node holds the node's part of the store | all: every expert rank does")(
+        "timeout", po::value(&d.timeout_s)->default_value(d.timeout_s), "seconds any rank waits for another before failing")(
+        "startup-timeout", po::value(&d.startup_timeout_s)->default_value(d.startup_timeout_s),
+        "seconds allowed for start-up (mapping shards, loading the model)")(
+        "load-gbps", po::value(&d.load_gbps)->default_value(0.0),
+        "EMULATION: cap each expert rank's pulls at this many Gbit/s (an edge device's link); 0: off")(
+        "prefill-batch", po::value(&d.prefill_batch)->default_value(d.prefill_batch), "most tokens per expert message in prefill")(
+        "verify-pulls", po::bool_switch(&d.verify_pulls), "check the checksum of every pulled expert")(
+        "progress-thread", po::value(&progress)->default_value(progress),
+        "expert store progress thread: auto (when the job spans nodes) | on | off")(
+        "trace", po::value(&trace), "write a Chrome/Perfetto trace-event file (one track per rank)");
+    o.add(dd);
+  }
+  // Checks the values and fills the enums; UsageError on a bad one.
+  void finalize() {
+    dist::DistOptions& d = eo.dist;
+    d.mode = dist::parse_mode(mode);
+    d.store.placement = dist::parse_store_placement(placement);
+    if (progress == "auto") d.store.progress_thread = -1;
+    else if (progress == "on") d.store.progress_thread = 1;
+    else if (progress == "off") d.store.progress_thread = 0;
+    else throw cli::UsageError("--progress-thread must be auto, on or off");
+    if (store_ranks != "node" && store_ranks != "all") throw cli::UsageError("--store-ranks must be node or all");
+    d.store.every_worker_stores = store_ranks == "all";
+    if (d.predictor != "none" && d.predictor != "oracle" && d.predictor != "previous" && d.predictor != "random" &&
+        d.predictor != "gate-ahead" && d.predictor != "shadow")
+      throw cli::UsageError("--predictor must be none, shadow, oracle, previous, random or gate-ahead");
+    if (departure != "early" && departure != "late") throw cli::UsageError("--shadow-departure must be early or late");
+    d.shadow.early_departure = departure == "early";
+    if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
+      throw cli::UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");
+    if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");
+    if (d.predict_extra < 0) throw cli::UsageError("--predict-extra must be >= 0");
+    if (d.gate_ahead_depth < 0) throw cli::UsageError("--gate-ahead-depth must be >= 0");
+    if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw cli::UsageError("--timeout and --startup-timeout must be > 0");
+    if (d.load_gbps < 0) throw cli::UsageError("--load-gbps must be >= 0");
+    if (d.prefill_batch < 8) throw cli::UsageError("--prefill-batch must be at least 8");
+    if (d.store.replicas < 1) throw cli::UsageError("--replicas must be at least 1");
+    if (d.groups < 0) throw cli::UsageError("--groups must be >= 0");
+    d.trace = !trace.empty();
+  }
+};
+
+// `odmoe eval-predictor` (eval_predictor.cpp).
+int cmd_eval_predictor(int argc, char** argv);
+
+}  // namespace odmoe::cli

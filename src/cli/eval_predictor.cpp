@@ -1,0 +1,237 @@
+// odmoe eval-predictor: how well each predictor foresees the experts the model routes to.
+//
+// For every predictor in --predictors (shadow:DTYPE for a shadow of that precision) it runs
+// the model over the prompts, greedy by default, --tokens decode steps per prompt, and
+// reports recall (correctly predicted activated experts / activated experts, the paper's
+// Eq. 3), precision (used / predicted), and lead time (layers between a prediction and the
+// layer it is for), per layer and overall, plus recall by token index.
+//
+// Distributed (mpirun -np N, N >= 2, --mode on-demand), lead times are those of the real
+// schedule: a prediction counts only if it came before its layer was routed. In one process
+// the model does not wait for experts, so the predictor is waited for (--predictor-sync is
+// implied): the figures are its accuracy, and lead times are not meaningful.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine_args.h"
+#include "odmoe/core/error.h"
+#include "odmoe/dist/comm.h"
+#include "odmoe/runtime/sampler.h"
+#include "odmoe/tokenizer/tokenizer.h"
+
+namespace odmoe::cli {
+
+namespace {
+
+#ifdef ODMOE_BUNDLED_PROMPTS
+constexpr const char* kDefaultPrompts = ODMOE_BUNDLED_PROMPTS;
+#else
+constexpr const char* kDefaultPrompts = "";
+#endif
+
+// JSON Lines: {"prompt": "..."} (or {"text": ...}, or a bare JSON string) per line.
+std::vector<std::string> read_prompts(const std::string& path, size_t limit) {
+  std::ifstream f(path);
+  ODMOE_CHECK(f.good(), kIo, "open", "cannot read --prompts " << path,
+              "give a JSON Lines file with one {\"prompt\": \"...\"} per line");
+  std::vector<std::string> out;
+  std::string line;
+  size_t line_no = 0;
+  while (std::getline(f, line) && out.size() < limit) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      ODMOE_THROW(kConfig, "bad-prompts", path << ":" << line_no << " is not JSON: " << e.what(),
+                  "one {\"prompt\": \"...\"} per line");
+    }
+    std::string p;
+    if (j.is_string()) p = j.get<std::string>();
+    else if (j.is_object() && j.contains("prompt") && j["prompt"].is_string()) p = j["prompt"].get<std::string>();
+    else if (j.is_object() && j.contains("text") && j["text"].is_string()) p = j["text"].get<std::string>();
+    else ODMOE_THROW(kConfig, "bad-prompts", path << ":" << line_no << " has no \"prompt\" string", "");
+    size_t bad = 0;
+    ODMOE_CHECK(!p.empty() && Tokenizer::is_valid_utf8(p, &bad), kConfig, "bad-prompts",
+                path << ":" << line_no << ": the prompt is empty or not valid UTF-8", "");
+    out.push_back(std::move(p));
+  }
+  ODMOE_CHECK(!out.empty(), kConfig, "bad-prompts", path << " holds no prompts", "");
+  return out;
+}
+
+struct Spec {
+  std::string label, predictor, shadow_dtype;
+};
+
+std::vector<Spec> parse_specs(const std::string& s) {
+  std::vector<Spec> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    Spec sp{item, item, ""};
+    const size_t colon = item.find(':');
+    if (colon != std::string::npos) {
+      sp.predictor = item.substr(0, colon);
+      sp.shadow_dtype = item.substr(colon + 1);
+      if (sp.predictor != "shadow") throw UsageError("--predictors: only shadow takes a :DTYPE, not '" + item + "'");
+    }
+    if (sp.predictor != "shadow" && sp.predictor != "gate-ahead" && sp.predictor != "previous" &&
+        sp.predictor != "random" && sp.predictor != "oracle" && sp.predictor != "none")
+      throw UsageError("--predictors: unknown predictor '" + sp.predictor + "'");
+    out.push_back(sp);
+  }
+  if (out.empty()) throw UsageError("--predictors is empty");
+  return out;
+}
+
+std::string fmt_pct(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%%", 100.0 * x);
+  return b;
+}
+
+}  // namespace
+
+int cmd_eval_predictor(int argc, char** argv) {
+  po::options_description o("eval-predictor options");
+  std::string prompts_path = kDefaultPrompts, specs_s = "shadow:f16,shadow:int8,shadow:int4,gate-ahead,previous,random";
+  std::string json_path;
+  int tokens = 256, limit = 100, bucket = 16;
+  SamplerConfig sc;
+  EngineArgs ea;
+  ea.add(o);
+  o.add_options()("prompts", po::value(&prompts_path)->default_value(prompts_path),
+                  "JSON Lines prompts (default: held-out passages of the bundled model's corpus)")(
+      "limit", po::value(&limit)->default_value(limit), "use at most this many prompts")(
+      "tokens", po::value(&tokens)->default_value(tokens), "decode steps per prompt")(
+      "predictors", po::value(&specs_s)->default_value(specs_s),
+      "comma-separated: shadow:DTYPE (f32|bf16|f16|int8|int4|file|auto), gate-ahead, previous, random, none")(
+      "temperature", po::value(&sc.temperature)->default_value(0.0f), "0: greedy")(
+      "seed", po::value(&sc.seed)->default_value(0), "sampling seed")(
+      "token-bucket", po::value(&bucket)->default_value(bucket), "tokens per entry of recall_by_token")(
+      "json", po::value(&json_path), "write the results as JSON");
+  po::variables_map vm;
+  if (!cli::parse_options(argc, argv, o, po::positional_options_description(),
+                          "usage: [mpirun -np N] odmoe eval-predictor --model DIR [--prompts FILE] [--tokens 256] "
+                          "[--predictors LIST] [--json FILE]",
+                          &vm))
+    return 0;
+  if (tokens < 1) throw UsageError("--tokens must be at least 1");
+  if (limit < 1) throw UsageError("--limit must be at least 1");
+  if (bucket < 1) throw UsageError("--token-bucket must be at least 1");
+  sc.validate();
+  ea.finalize();
+  if (prompts_path.empty()) throw UsageError("--prompts FILE is required (no bundled prompts file was found at build time)");
+  const std::vector<Spec> specs = parse_specs(specs_s);
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world > 1 && ea.eo.dist.mode != dist::Mode::kOnDemand)
+    throw UsageError("eval-predictor runs --mode on-demand (a resident run loads nothing, so predicts nothing)");
+  if (world == 1) ea.eo.dist.predictor_sync = true;
+  for (const Spec& sp : specs)
+    if (sp.predictor == "oracle" && ea.eo.dist.routing_trace.empty())
+      throw UsageError("--predictors oracle needs --routing-trace");
+
+  std::vector<std::string> prompts;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 0) prompts = read_prompts(prompts_path, static_cast<size_t>(limit));
+
+  nlohmann::json results = nlohmann::json::array();
+  std::string engine_desc;
+  for (const Spec& sp : specs) {
+    EngineOptions eo = ea.eo;
+    eo.dist.predictor = sp.predictor;
+    if (!sp.shadow_dtype.empty()) eo.dist.shadow.dtype = sp.shadow_dtype;
+    std::unique_ptr<Engine> engine = Engine::open(eo);
+    if (!engine) continue;  // an expert rank: main has finished this predictor
+    Engine& eng = *engine;
+    engine_desc = eng.describe();
+    const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
+    Model& model = eng.model();
+    const int ctx = model.n_ctx();
+    ODMOE_CHECK(tokens + 2 <= ctx, kCli, "bad-option", "--tokens " << tokens << " does not fit the context of " << ctx,
+                "lower --tokens");
+    Sampler sampler(sc);
+    std::vector<float> logits;
+    size_t decode_steps = 0, prompt_tokens = 0;
+    double decode_s = 0;
+    std::fprintf(stderr, "[eval-predictor] %s: %zu prompts x %d tokens ...", sp.label.c_str(), prompts.size(), tokens);
+    for (const std::string& p : prompts) {
+      std::vector<int32_t> ids = tok.encode(p, true);
+      const size_t keep = static_cast<size_t>(ctx - tokens - 1);
+      if (ids.size() > keep) ids.erase(ids.begin(), ids.end() - static_cast<long>(keep));  // the prompt's end
+      prompt_tokens += ids.size();
+      model.reset();
+      model.forward(ids.data(), ids.size(), false, &logits);
+      const double t0 = dist::now_s();
+      for (int t = 0; t < tokens; ++t) {
+        const int32_t next = sampler.sample(logits.data(), logits.size());
+        model.forward(&next, 1, false, &logits);
+        ++decode_steps;
+      }
+      decode_s += dist::now_s() - t0;
+    }
+    nlohmann::json run = eng.finish();
+    nlohmann::json r = run["predictor"];
+    r["label"] = sp.label;
+    r["prompts"] = prompts.size();
+    r["prompt_tokens"] = prompt_tokens;
+    r["decode_steps"] = decode_steps;
+    r["decode_tokens_per_second"] = decode_s > 0 ? static_cast<double>(decode_steps) / decode_s : 0.0;
+    nlohmann::json peaks = nlohmann::json::array();
+    for (const auto& rk : run["ranks"]) peaks.push_back(rk.value("peak_host_bytes", 0));
+    r["peak_host_bytes_per_rank"] = peaks;
+    std::fprintf(stderr, " recall %.4f\n", r.value("recall", 0.0));
+    results.push_back(r);
+  }
+  if (rank != 0) return 0;
+
+  // The table.
+  std::printf("%-14s %9s %9s %9s %10s %9s %9s\n", "predictor", "recall", "precision", "ready", "mean lead", "shadow",
+              "tok/s");
+  for (const auto& r : results) {
+    const double shadow_mb = static_cast<double>(r.value("shadow_weight_bytes", 0)) / (1 << 20);
+    char sh[32] = "-";
+    if (r.contains("shadow_weight_bytes")) std::snprintf(sh, sizeof sh, "%.1f MiB", shadow_mb);
+    std::printf("%-14s %9s %9s %9s %10.2f %9s %9.0f\n", r["label"].get<std::string>().c_str(),
+                fmt_pct(r["recall"].get<double>()).c_str(), fmt_pct(r["precision"].get<double>()).c_str(),
+                fmt_pct(r["ready_fraction"].get<double>()).c_str(), r["mean_lead_layers"].get<double>(), sh,
+                r["decode_tokens_per_second"].get<double>());
+  }
+  std::printf("ready: share of decode layers whose prediction was complete at least %d layer(s) before the layer "
+              "ran%s\n",
+              results.empty() ? 1 : results[0]["ready_lead_layers"].get<int>(),
+              world == 1 ? " (one process: the model waited for the predictor, so lead times are not meaningful)" : "");
+  if (!json_path.empty()) {
+    nlohmann::json j = {{"model", ea.eo.model_dir},
+                        {"prompts_file", prompts_path},
+                        {"prompts", prompts.size()},
+                        {"tokens_per_prompt", tokens},
+                        {"sampler", sc.to_string()},
+                        {"ranks", world},
+                        {"timing", world == 1 ? "single process: the model waited for each prediction"
+                                              : "distributed: predictions count only if made before their layer ran"},
+                        {"engine", engine_desc},
+                        {"align_token_period", ea.eo.dist.shadow.align_token_period},
+                        {"align_kv_period", ea.eo.dist.shadow.align_kv_period},
+                        {"shadow_departure", ea.eo.dist.shadow.early_departure ? "early" : "late"},
+                        {"results", results}};
+    const std::string tmp = json_path + ".tmp";
+    {
+      std::ofstream f(tmp);
+      ODMOE_CHECK(f.good(), kIo, "open", "cannot write --json " << json_path, "check the path");
+      f << j.dump(2) << "\n";
+    }
+    ODMOE_CHECK(std::rename(tmp.c_str(), json_path.c_str()) == 0, kIo, "rename", "cannot write " << json_path, "");
+  }
+  return 0;
+}
+
+}  // namespace odmoe::cli
