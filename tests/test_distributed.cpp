@@ -66,15 +66,20 @@ class Distributed : public ::testing::Test {
 test::TempDir* Distributed::tmp_ = nullptr;
 
 struct Case {
+  Case(std::string m, int n, int g, std::string md, std::string p, int ahead = 1, std::string x = "", std::string t = "")
+      : model(std::move(m)), np(n), groups(g), mode(std::move(md)), predictor(std::move(p)), lookahead(ahead),
+        extra(std::move(x)), tag(std::move(t)) {}
   std::string model;
   int np, groups;
   std::string mode, predictor;
-  int lookahead = 1;
+  int lookahead;
+  std::string extra;  // more options
+  std::string tag;    // names the extra options in the test name
 };
 
 std::string case_name(const Case& c) {
   return c.model + "_np" + std::to_string(c.np) + "_G" + std::to_string(c.groups) + "_" + c.mode + "_" + c.predictor +
-         (c.lookahead > 1 ? "_ahead" + std::to_string(c.lookahead) : "");
+         (c.lookahead > 1 ? "_ahead" + std::to_string(c.lookahead) : "") + (c.tag.empty() ? "" : "_" + c.tag);
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
@@ -88,6 +93,7 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
   std::string extra = "--mode " + c.mode + " --groups " + std::to_string(c.groups);
   if (c.mode == "on-demand") extra += " --predictor " + c.predictor + " --lookahead " + std::to_string(c.lookahead);
   if (c.predictor == "oracle") extra += " --routing-trace " + tmp_->str("routing-single-" + c.model + ".json");
+  extra += " " + c.extra;
   nlohmann::json stats;
   const nlohmann::json dist = generate(mpirun(c.np), c.model, extra, case_name(c), &stats);
   ASSERT_EQ(dist, single) << "tokens or routing differ from the single-process run";
@@ -109,6 +115,11 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
       EXPECT_EQ(stats["predictor"]["precision"], 1.0);
     } else if (c.predictor == "none") {
       EXPECT_EQ(recall, 0.0);
+    } else if (c.predictor == "shadow") {
+      // How many predictions come in time depends on thread timing; what must hold is that
+      // the shadow predicted, and (test above) that it never changed the tokens.
+      EXPECT_GT(stats["predictor"]["decode_predicted"].get<int>(), 0);
+      EXPECT_GT(stats["predictor"]["steps_run"].get<int>(), 0);
     } else {  // real predictors: some hits, never all of them on these models
       EXPECT_GT(recall, 0.0) << c.predictor;
       EXPECT_LT(recall, 1.0) << c.predictor;
@@ -130,6 +141,13 @@ std::vector<Case> cases() {
     v.push_back({"mixtral", 5, 2, "on-demand", pred});
     v.push_back({"qwen3", 3, 1, "on-demand", pred});
   }
+  // The shadow predictor: int8 made in memory, int4 with extra candidates, late departure,
+  // no alignment, and with banks of slots ahead.
+  v.push_back({"mixtral", 5, 2, "on-demand", "shadow"});
+  v.push_back({"mixtral", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype int4 --predict-extra 2", "int4_extra2"});
+  v.push_back({"mixtral", 5, 2, "on-demand", "shadow", 1, "--shadow-departure late", "late"});
+  v.push_back({"mixtral", 5, 2, "on-demand", "shadow", 2, "--align-token-period 0 --align-kv-period 0", "unaligned"});
+  v.push_back({"qwen3", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype f16 --predict-extra 1", "f16_extra1"});
   v.push_back({"mixtral", 3, 1, "on-demand", "oracle", 2});
   v.push_back({"qwen3", 5, 2, "on-demand", "oracle", 3});
   v.push_back({"mixtral", 5, 2, "on-demand", "none", 2});
