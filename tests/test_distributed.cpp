@@ -115,6 +115,14 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
       EXPECT_EQ(stats["predictor"]["precision"], 1.0);
     } else if (c.predictor == "none") {
       EXPECT_EQ(recall, 0.0);
+      if (c.extra.find("--miss-policy cpu") != std::string::npos) {
+        // Every decode expert was a miss, computed on a store rank; nothing but the
+        // prompt's experts was loaded.
+        EXPECT_EQ(stats["ranks"][0]["misses_computed_on_store_ranks"], stats["predictor"]["decode_activated"]);
+        uint64_t host = 0;
+        for (size_t r = 1; r < stats["ranks"].size(); ++r) host += stats["ranks"][r]["host_computes"].get<uint64_t>();
+        EXPECT_EQ(host, stats["ranks"][0]["misses_computed_on_store_ranks"].get<uint64_t>());
+      }
     } else if (c.predictor == "shadow") {
       // How many predictions come in time depends on thread timing; what must hold is that
       // the shadow predicted, and (test above) that it never changed the tokens.
@@ -148,6 +156,9 @@ std::vector<Case> cases() {
   v.push_back({"mixtral", 5, 2, "on-demand", "shadow", 1, "--shadow-departure late", "late"});
   v.push_back({"mixtral", 5, 2, "on-demand", "shadow", 2, "--align-token-period 0 --align-kv-period 0", "unaligned"});
   v.push_back({"qwen3", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype f16 --predict-extra 1", "f16_extra1"});
+  // --miss-policy cpu: misses computed by store ranks from their own copy.
+  v.push_back({"mixtral", 5, 2, "on-demand", "none", 1, "--miss-policy cpu", "miss_cpu"});
+  v.push_back({"qwen3", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype int4 --miss-policy cpu", "int4_miss_cpu"});
   v.push_back({"mixtral", 3, 1, "on-demand", "oracle", 2});
   v.push_back({"qwen3", 5, 2, "on-demand", "oracle", 3});
   v.push_back({"mixtral", 5, 2, "on-demand", "none", 2});

@@ -16,7 +16,7 @@ namespace po = boost::program_options;
 struct EngineArgs {
   EngineOptions eo;
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
-  std::string departure = "early";
+  std::string departure = "early", miss_policy = "wait";
 
   void add(po::options_description& o) {
     dist::DistOptions& d = eo.dist;
@@ -43,6 +43,9 @@ struct EngineArgs {
         "shadow: early (start the next token from its own guess, redo it if the full model disagrees) | late "
         "(wait for the full model's token, as the paper does)")(
         "shadow-threads", po::value(&d.shadow.threads)->default_value(1), "shadow: CPU threads")(
+        "miss-policy", po::value(&miss_policy)->default_value(miss_policy),
+        "on-demand decode, an expert nobody predicted: wait (load it, then compute) | cpu (its store rank computes "
+        "it from its own copy; nothing is loaded)")(
         "predictor-sync", po::bool_switch(&d.predictor_sync),
         "one process: before each decode layer, wait for the prediction the predictor still owes it (its accuracy "
         "apart from its timing)")(
@@ -85,6 +88,8 @@ struct EngineArgs {
       throw cli::UsageError("--predictor must be none, shadow, oracle, previous, random or gate-ahead");
     if (departure != "early" && departure != "late") throw cli::UsageError("--shadow-departure must be early or late");
     d.shadow.early_departure = departure == "early";
+    if (miss_policy != "wait" && miss_policy != "cpu") throw cli::UsageError("--miss-policy must be wait or cpu");
+    d.miss_on_host = miss_policy == "cpu";
     if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
       throw cli::UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");
     if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");

@@ -232,6 +232,7 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
 
   // Which tokens need which expert, in expert order.
   std::map<int, std::vector<size_t>> users;
+  std::map<int, int> host;  // expert -> store rank computing it (--miss-policy cpu)
   for (size_t i = 0; i < n * k; ++i) users[ids[i]].push_back(i);
   std::vector<int32_t> used;
   for (const auto& [e, _] : users) used.push_back(e);
@@ -251,6 +252,13 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
     dispatched_[ring(step_, layer)] = true;  // late predictions for it are moot
     for (const auto& [e, _] : users) {
       if (plan.count(e)) continue;
+      if (!prefill_ && opts_.miss_on_host) {
+        // A miss: the store rank nearest the group computes it from its own copy; nothing
+        // is loaded.
+        const Placement would = free_place(step_, layer, plan);
+        host[e] = store_.source_of(layer, e, comm_.node_of(would.rank >= 0 ? would.rank : place(step_, layer, 0).rank));
+        continue;
+      }
       Placement p;
       if (prefill_) {
         p = sched_.prefill_place(layer, e);
@@ -268,7 +276,10 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
   pair_out_.assign(n * k * d, 0.0f);
   pending_.clear();
   for (const auto& [e, pairs] : users) {
-    const Placement p = opts_.mode == Mode::kResident ? sched_.resident_place(layer, e) : plan.at(e);
+    const auto hs = host.find(e);
+    const Placement p = opts_.mode == Mode::kResident ? sched_.resident_place(layer, e)
+                        : hs != host.end()            ? Placement{hs->second, -1}
+                                                      : plan.at(e);
     const auto chunks = expert_chunks(pairs.size(), static_cast<size_t>(opts_.prefill_batch));
     size_t at = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
@@ -287,6 +298,10 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
       hd.slot = p.slot;
       hd.n_tokens = static_cast<int32_t>(m);
       hd.flags = (opts_.mode == Mode::kOnDemand && c + 1 == chunks.size()) ? kFlagLast : 0;
+      if (hs != host.end()) {
+        hd.flags = kFlagHost;
+        ++host_computes_;
+      }
       hd.seq = ++seq_;
       out_.send(p.rank, kTagCmd, hd, xs_.data(), m * d * 4);
       pending_[hd.seq] = std::move(pend);
@@ -377,6 +392,7 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   m0["message_wait_seconds"] = expert_wait_s_;  // decode: waiting for the expert ranks' results
   m0["loads_sent"] = loads_;
   m0["computes_sent"] = computes_;
+  m0["misses_computed_on_store_ranks"] = host_computes_;
   ranks.push_back(m0);
   double stall = 0, load = 0, compute = 0;
   uint64_t bytes = 0;

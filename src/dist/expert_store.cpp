@@ -216,11 +216,20 @@ const ExpertEntry& ExpertStore::entry(int layer, int expert) const {
   return dir_[static_cast<size_t>(layer * n_expert_ + expert)];
 }
 
-int ExpertStore::source_of(int layer, int expert) const {
+int ExpertStore::source_of(int layer, int expert) const { return source_of(layer, expert, -1); }
+
+int ExpertStore::source_of(int layer, int expert, int node) const {
   const ExpertEntry& en = entry(layer, expert);
+  if (node < 0) node = comm_.node_of(comm_.rank());
   for (int h : en.holders)
-    if (comm_.node_of(h) == comm_.node_of(comm_.rank())) return h;
+    if (comm_.node_of(h) == node) return h;
   return en.holders[static_cast<size_t>(comm_.rank()) % en.holders.size()];
+}
+
+const uint8_t* ExpertStore::local_data(int layer, int expert) const {
+  const ExpertRecord& rec = entry(layer, expert).rec;
+  const void* base = maps_[static_cast<size_t>(rec.shard)];
+  return base ? static_cast<const uint8_t*>(base) + rec.offset : nullptr;
 }
 
 void ExpertStore::post_get(int layer, int expert, void* dst, std::vector<MPI_Request>* reqs) const {

@@ -288,22 +288,33 @@ class Worker {
     const size_t d = static_cast<size_t>(cfg_.n_embd), n = static_cast<size_t>(h.n_tokens);
     ODMOE_CHECK(payload.size() == n * d * 4, kMpi, "protocol",
                 "COMPUTE with " << payload.size() << " payload bytes for " << n << " tokens of " << d, "");
-    Slot& s = slot_at(h.slot);
-    ODMOE_CHECK(s.layer == h.layer && s.expert == h.expert, kMpi, "protocol",
-                "COMPUTE for expert (" << h.layer << ", " << h.expert << ") in slot " << h.slot << ", which holds ("
-                                       << s.layer << ", " << s.expert << ")",
-                "");
     const double t0 = now_s();
-    const double stalled = wait_slot(h.slot, "COMPUTE");
-    const double t1 = now_s();
-    if (stalled > 0) {
-      stall_s_ += stalled;
-      trace_.add("stall L" + std::to_string(h.layer) + " E" + std::to_string(h.expert), "stall", kStreamWait, t0, t1);
+    const uint8_t* base = nullptr;
+    Slot* s = nullptr;
+    if (h.flags & kFlagHost) {
+      // A miss computed where the expert already is: this store rank's mapped shard.
+      base = store_.local_data(h.layer, h.expert);
+      ODMOE_CHECK(base, kMpi, "protocol",
+                  "host COMPUTE for expert (" << h.layer << ", " << h.expert << "), which this rank does not hold", "");
+      ++host_computes_;
+    } else {
+      s = &slot_at(h.slot);
+      ODMOE_CHECK(s->layer == h.layer && s->expert == h.expert, kMpi, "protocol",
+                  "COMPUTE for expert (" << h.layer << ", " << h.expert << ") in slot " << h.slot << ", which holds ("
+                                         << s->layer << ", " << s->expert << ")",
+                  "");
+      const double stalled = wait_slot(h.slot, "COMPUTE");
+      if (stalled > 0) {
+        stall_s_ += stalled;
+        trace_.add("stall L" + std::to_string(h.layer) + " E" + std::to_string(h.expert), "stall", kStreamWait, t0,
+                   now_s());
+      }
+      base = s->buf.get();
     }
+    const double t1 = now_s();
     const ExpertRecord& rec = store_.entry(h.layer, h.expert).rec;
     const auto dt = static_cast<DType>(rec.dtype);
     const size_t ff = static_cast<size_t>(cfg_.n_ff_expert);
-    const uint8_t* base = s.buf.get();
     auto view = [&](int t, size_t rows, size_t cols) {
       WeightView w;
       w.dtype = dt;
@@ -324,7 +335,7 @@ class Worker {
     MsgHeader r = h;
     r.op = Op::kResult;
     out_.send(0, kTagReply, r, y_.data(), n * d * 4);
-    if (h.flags & kFlagLast) s.layer = s.expert = -1;  // evict: the slot is free for the next load
+    if (s && (h.flags & kFlagLast)) s->layer = s->expert = -1;  // evict: the slot is free for the next load
   }
 
   nlohmann::json stats() {
@@ -339,6 +350,7 @@ class Worker {
             {"store_bytes", store_.bytes_held()},
             {"progress_thread", store_.progress_thread_running()},
             {"pulls", pulls_},
+            {"host_computes", host_computes_},
             {"pulls_from_own_window", pulls_local_rank_},
             {"pulls_from_other_nodes", pulls_remote_node_},
             {"bytes_pulled", bytes_pulled_},
@@ -367,7 +379,7 @@ class Worker {
   std::vector<Slot> slots_;
   std::vector<float> y_, scratch_;
   std::unique_ptr<Loader> loader_;  // last: stopped before the slots it fills are freed
-  uint64_t bytes_pulled_ = 0, pulls_ = 0, pulls_local_rank_ = 0, pulls_remote_node_ = 0, computes_ = 0;
+  uint64_t bytes_pulled_ = 0, pulls_ = 0, pulls_local_rank_ = 0, pulls_remote_node_ = 0, computes_ = 0, host_computes_ = 0;
   double compute_s_ = 0, stall_s_ = 0, msg_wait_s_ = 0;
 };
 

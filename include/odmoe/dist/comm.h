@@ -21,7 +21,8 @@ double now_s();
 enum class Op : int32_t {
   kLoad = 1,   // main -> worker: pull expert (layer, expert) into `slot`
   kCompute,    // main -> worker: run the expert in `slot` on n_tokens hidden states (payload);
-               //   flags & kFlagLast: evict the slot afterwards
+               //   flags & kFlagLast: evict the slot afterwards; flags & kFlagHost: no slot,
+               //   compute from this store rank's own mapped copy (--miss-policy cpu)
   kDrop,       // main -> worker: the expert in `slot` is not needed; free the slot
   kSync,       // main -> worker: finish every pull in flight, then answer kReady
   kClock,      // main <-> worker: clock offset estimate (payload-free ping-pong)
@@ -35,6 +36,8 @@ const char* op_name(Op op);
 inline constexpr int kTagCmd = 11;
 inline constexpr int kTagReply = 12;
 inline constexpr int32_t kFlagLast = 1;
+// COMPUTE on a store rank from its own mapped copy of the expert, no slot (--miss-policy cpu).
+inline constexpr int32_t kFlagHost = 2;
 
 struct MsgHeader {
   Op op = Op::kStop;

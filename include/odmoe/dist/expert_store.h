@@ -74,6 +74,12 @@ class ExpertStore {
   bool progress_thread_running() const { return progress_.joinable(); }
   const std::vector<int>& store_ranks() const { return store_ranks_; }
 
+  // The holder to pull (layer, expert) from for a rank on `node` (-1: this rank's node):
+  // one on that node if any, else one chosen by rank so pullers spread over the replicas.
+  int source_of(int layer, int expert, int node) const;
+  // This rank's own mapped copy of (layer, expert) (rec.bytes from the record's offset), or
+  // null when this rank does not hold it.
+  const uint8_t* local_data(int layer, int expert) const;
   // The holder this rank pulls (layer, expert) from: one on its own node if any, else one
   // chosen by rank so pullers spread over the replicas.
   int source_of(int layer, int expert) const;

@@ -37,6 +37,7 @@ struct DistOptions {
   int gate_ahead_depth = 0;        // gate-ahead: layers looked ahead (0: G-1, at least 1)
   int predict_extra = 0;           // candidates beyond the top-k a predictor publishes (and slots for them)
   bool predictor_sync = false;     // one process: wait for each decode layer's pending prediction
+  bool miss_on_host = false;       // --miss-policy cpu: a mispredicted expert runs on its store rank, unloaded
   std::string routing_trace;       // oracle: a trace from --save-routing
   ShadowOptions shadow;            // shadow: dtype, alignment, departure
   int groups = 0;                  // 0: Schedule::default_groups
@@ -136,7 +137,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   std::vector<float> pair_out_, xs_;
 
   // Statistics.
-  uint64_t loads_ = 0, computes_ = 0, wasted_loads_ = 0;
+  uint64_t loads_ = 0, computes_ = 0, wasted_loads_ = 0, host_computes_ = 0;
   double dense_s_ = 0, expert_wait_s_ = 0;  // decode steps: main computing / waiting for experts
   uint64_t decode_layers_ = 0;
   std::vector<double> clock_offset_;  // [rank] worker clock - main clock
