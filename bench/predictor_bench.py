@@ -102,15 +102,23 @@ def main():
         rows = []
         for tp, kp, name in [(1, 1, "token + KV"), (1, 0, "token only"), (0, 1, "KV only"), (0, 0, "none")]:
             j = eval_predictor(f"curve-{tp}{kp}", [], "shadow:f16,shadow:int8,shadow:int4", a.curve_prompts,
-                               ["--align-token-period", str(tp), "--align-kv-period", str(kp), "--token-bucket", "32"])
+                               ["--align-token-period", str(tp), "--align-kv-period", str(kp)])
             out["curves"][name] = j
             for r in j["results"]:
-                rows.append((name, r["label"], r["recall"], [b["recall"] for b in r["recall_by_token"]]))
-        nb = max(len(r[3]) for r in rows)
-        print("| alignment | shadow | overall | " + " | ".join(f"tokens {32 * i}-{32 * i + 31}" for i in range(nb)) + " |")
-        print("|---|---|---|" + "---|" * nb)
+                # recall_by_token comes in buckets of 16 tokens: show pairs (32 tokens per column)
+                bt = r["recall_by_token"]
+                curve = []
+                for i in range(0, len(bt), 2):
+                    pair = bt[i:i + 2]
+                    act = sum(b["activated"] for b in pair)
+                    curve.append((pair[0]["first_token"], pair[-1]["first_token"] + pair[-1]["tokens"] - 1,
+                                  sum(b["recall"] * b["activated"] for b in pair) / act if act else 0.0))
+                rows.append((name, r["label"], r["recall"], curve))
+        heads = rows[0][3]
+        print("| alignment | shadow | overall | " + " | ".join(f"tokens {a}-{b}" for a, b, _ in heads) + " |")
+        print("|---|---|---|" + "---|" * len(heads))
         for name, label, rec, curve in rows:
-            print(f"| {name} | {label} | {pct(rec)} | " + " | ".join(f"{100 * x:.1f}" for x in curve) + " |")
+            print(f"| {name} | {label} | {pct(rec)} | " + " | ".join(f"{100 * x:.1f}" for _, _, x in curve) + " |")
 
     if "departure" in parts:
         out["departure"] = {}

@@ -102,7 +102,7 @@ int cmd_eval_predictor(int argc, char** argv) {
   po::options_description o("eval-predictor options");
   std::string prompts_path = kDefaultPrompts, specs_s = "shadow:f16,shadow:int8,shadow:int4,gate-ahead,previous,random";
   std::string json_path;
-  int tokens = 256, limit = 100, bucket = 16;
+  int tokens = 256, limit = 100;
   SamplerConfig sc;
   EngineArgs ea;
   ea.add(o);
@@ -114,7 +114,6 @@ int cmd_eval_predictor(int argc, char** argv) {
       "comma-separated: shadow:DTYPE (f32|bf16|f16|int8|int4|file|auto), gate-ahead, previous, random, none")(
       "temperature", po::value(&sc.temperature)->default_value(0.0f), "0: greedy")(
       "seed", po::value(&sc.seed)->default_value(0), "sampling seed")(
-      "token-bucket", po::value(&bucket)->default_value(bucket), "tokens per entry of recall_by_token")(
       "json", po::value(&json_path), "write the results as JSON");
   po::variables_map vm;
   if (!cli::parse_options(argc, argv, o, po::positional_options_description(),
@@ -124,7 +123,6 @@ int cmd_eval_predictor(int argc, char** argv) {
     return 0;
   if (tokens < 1) throw UsageError("--tokens must be at least 1");
   if (limit < 1) throw UsageError("--limit must be at least 1");
-  if (bucket < 1) throw UsageError("--token-bucket must be at least 1");
   sc.validate();
   ea.finalize();
   if (prompts_path.empty()) throw UsageError("--prompts FILE is required (no bundled prompts file was found at build time)");

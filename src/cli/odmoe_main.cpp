@@ -166,13 +166,35 @@ int cmd_generate(int argc, char** argv) {
                sc.to_string().c_str());
   if (run.contains("timing")) {
     const auto& t = run["timing"];
+    const double wall = prefill_s + decode_s, workers = static_cast<double>(run["ranks"].size() - 1);
     std::fprintf(stderr,
-                 "[odmoe] expert ranks: %.1f MiB pulled, load %.3f s, stall %.3f s (%.0f%% of load time hidden), "
-                 "compute %.3f s; predictor %s recall %.3f\n",
+                 "[odmoe] expert ranks: %.1f MiB pulled, load %.3f s, stall %.3f s (%.1f%% of their time; %.0f%% of "
+                 "load time hidden), compute %.3f s\n",
                  t["workers_bytes_pulled"].get<double>() / (1 << 20), t["workers_load_seconds"].get<double>(),
-                 t["workers_stall_seconds"].get<double>(), 100.0 * t["load_hidden_fraction"].get<double>(),
-                 t["workers_compute_seconds"].get<double>(), run["predictor"]["name"].get<std::string>().c_str(),
-                 run["predictor"]["recall"].get<double>());
+                 t["workers_stall_seconds"].get<double>(),
+                 100.0 * t["workers_stall_seconds"].get<double>() / std::max(1e-9, wall * workers),
+                 100.0 * t["load_hidden_fraction"].get<double>(), t["workers_compute_seconds"].get<double>());
+  }
+  if (run.contains("predictor") && run["predictor"].value("decode_layers", 0) > 0) {
+    const auto& p = run["predictor"];
+    std::fprintf(stderr, "[odmoe] predictor %s: recall %.2f%%, precision %.2f%%, %.1f%% of layers predicted >= %d layer(s) ahead",
+                 p["name"].get<std::string>().c_str(), 100.0 * p["recall"].get<double>(),
+                 100.0 * p["precision"].get<double>(), 100.0 * p["ready_fraction"].get<double>(),
+                 p["ready_lead_layers"].get<int>());
+    if (p.contains("shadow_weight_bytes"))
+      std::fprintf(stderr, "; shadow %s, %.1f MiB (model %.1f MiB)", p["shadow_dtype"].get<std::string>().c_str(),
+                   p["shadow_weight_bytes"].get<double>() / (1 << 20), p["full_model_weight_bytes"].get<double>() / (1 << 20));
+    std::fputs("\n", stderr);
+  }
+  if (run["ranks"].size() > 1) {
+    std::string peaks;
+    for (const auto& r : run["ranks"]) {
+      char b[64];
+      std::snprintf(b, sizeof b, "%s%d: %.1f", peaks.empty() ? "" : ", ", r["rank"].get<int>(),
+                    r.value("peak_host_bytes", 0.0) / (1 << 20));
+      peaks += b;
+    }
+    std::fprintf(stderr, "[odmoe] peak host memory per rank, MiB: %s\n", peaks.c_str());
   }
   if (!stats_path.empty()) {
     nlohmann::json j = {

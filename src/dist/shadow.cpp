@@ -107,6 +107,7 @@ class ShadowPredictor final : public Predictor {
     std::unique_lock<std::mutex> lk(mu_);
     rethrow_locked();
     main_step_ = step;
+    main_step_now_.store(step);
     main_pos_ = pos;
     if (n > 1 || pos == 0 || !seq_valid_) {
       // A new sequence (or a chunk of prompt): whatever the shadow does now is moot.
@@ -220,6 +221,10 @@ class ShadowPredictor final : public Predictor {
     cancel_ = false;
   }
 
+  // Fully aligned, the shadow can leave a step it has fallen behind on and jump to the full
+  // model's: KV alignment fills the rows it skipped.
+  bool can_jump() const { return o_.align_token_period == 1 && o_.align_kv_period == 1; }
+
   // The next step the shadow may run (under mu_).
   bool next_job(Job* j) {
     if (prefill_) {
@@ -227,22 +232,23 @@ class ShadowPredictor final : public Predictor {
       prefill_.reset();
       return true;
     }
-    if (!seq_valid_ || done_step_ < 0) return false;
-    int s = done_step_ + 1, pos = next_pos_;
+    if (!seq_valid_) return false;
+    const bool jump = can_jump() && main_step_ > seq_start_ && true_token_.count(main_step_) &&
+                      (done_step_ < 0 || done_step_ + 1 < main_step_);
+    if (jump) {
+      // Fallen behind (a slow or descheduled shadow, or a prompt it had not finished).
+      ++catch_ups_;
+      if (main_pos_ >= model_->n_ctx()) return false;
+      *j = Job{main_step_, main_pos_, {true_token_.at(main_step_)}, false};
+      return true;
+    }
+    if (done_step_ < 0) return false;  // the prompt is not done yet
+    const int s = done_step_ + 1, pos = next_pos_;
     const int allowed = o_.early_departure ? main_step_ + 1 : main_step_;
-    if (s > allowed) return false;
+    if (s > allowed || pos >= model_->n_ctx()) return false;
     int32_t tok = greedy_;
     const auto it = true_token_.find(s);
     if (it != true_token_.end() && align_token(s)) tok = it->second;
-    // Fallen behind (a slow shadow): with full alignment, jump to the full model's step;
-    // KV alignment fills the rows skipped.
-    if (s < main_step_ && o_.align_token_period == 1 && o_.align_kv_period == 1 && true_token_.count(main_step_)) {
-      s = main_step_;
-      pos = main_pos_;
-      tok = true_token_.at(s);
-      ++catch_ups_;
-    }
-    if (pos >= model_->n_ctx()) return false;
     *j = Job{s, pos, {tok}, false};
     return true;
   }
@@ -251,6 +257,8 @@ class ShadowPredictor final : public Predictor {
   // the KV rows the full model has written.
   void before_layer(int layer, int pos, size_t n) {
     if (cancel_.load(std::memory_order_relaxed)) throw Cancelled{};
+    // The full model has moved past this step: its predictions are of no use any more.
+    if (can_jump() && job_step_ < main_step_now_.load(std::memory_order_relaxed)) throw Cancelled{};
     if (n != 1 || !align_kv(job_step_)) return;
     int& a = kv_aligned_[static_cast<size_t>(layer)];
     const int hi = std::min(pos, full_.kv_filled(layer));
@@ -330,6 +338,7 @@ class ShadowPredictor final : public Predictor {
   std::thread thread_;
   std::atomic<bool> cancel_{false};
   std::atomic<int> published_layer_{-1};  // of the running step
+  std::atomic<int> main_step_now_{-1};    // main_step_, for the shadow thread without the lock
   bool stop_ = false;
   std::exception_ptr error_;
   // What main has told the shadow (under mu_).
