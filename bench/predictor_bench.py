@@ -120,31 +120,31 @@ def main():
         for name, label, rec, curve in rows:
             print(f"| {name} | {label} | {pct(rec)} | " + " | ".join(f"{100 * x:.1f}" for _, _, x in curve) + " |")
 
-    if "departure" in parts:
-        out["departure"] = {}
-        print(f"\n### Early against late departure, shadow int8, {a.side_prompts} prompts x {a.tokens} tokens, "
-              f"mpirun -np {a.np}, {a.groups} groups\n")
-        print("| departure | recall | ready >= G-1 ahead | ready, per layer | mean lead | decode tok/s |")
-        print("|---|---|---|---|---|---|")
-        for dep in ["late", "early"]:
-            j = eval_predictor("dep-" + dep, mpi, "shadow:int8", a.side_prompts, dist + ["--shadow-departure", dep])
-            out["departure"][dep] = j
+    def side_table(part, title, head, label, predictor, variants):
+        """One eval-predictor run per variant (label, options) of `predictor`, as a table."""
+        out[part] = {}
+        print(f"\n### {title}, {a.side_prompts} prompts x {a.tokens} tokens, mpirun -np {a.np}, {a.groups} groups\n")
+        print(f"| {label} | " + " | ".join(head) + " |")
+        print("|---|" + "---|" * len(head))
+        for name, options in variants:
+            j = eval_predictor(f"{part}-{name}", mpi, predictor, a.side_prompts, dist + options)
+            out[part][name] = j
             r = j["results"][0]
-            per = " / ".join(f"{100 * l['ready_fraction']:.0f}" for l in r["per_layer"])
-            print(f"| {dep} | {pct(r['recall'])} | {pct(r['ready_fraction'])} | {per} | {r['mean_lead_layers']:.2f} | "
-                  f"{r['decode_tokens_per_second']:.0f} |")
+            cells = {"recall": pct(r["recall"]), "precision": pct(r["precision"]),
+                     "ready >= G-1 ahead": pct(r["ready_fraction"]),
+                     "ready, per layer": " / ".join(f"{100 * l['ready_fraction']:.0f}" for l in r["per_layer"]),
+                     "mean lead": f"{r['mean_lead_layers']:.2f}", "decode tok/s": f"{r['decode_tokens_per_second']:.0f}"}
+            print(f"| {name} | " + " | ".join(cells[h] for h in head) + " |")
+
+    if "departure" in parts:
+        side_table("departure", "Early against late departure, shadow int8",
+                   ["recall", "ready >= G-1 ahead", "ready, per layer", "mean lead", "decode tok/s"], "departure",
+                   "shadow:int8", [(d, ["--shadow-departure", d]) for d in ["late", "early"]])
 
     if "extra" in parts:
-        out["extra"] = {}
-        print(f"\n### Top-(k+m) candidates in spare slots, shadow int4, {a.side_prompts} prompts x {a.tokens} tokens, "
-              f"mpirun -np {a.np}, {a.groups} groups\n")
-        print("| m (--predict-extra) | recall | precision | decode tok/s |")
-        print("|---|---|---|---|")
-        for m in [0, 1, 2]:
-            j = eval_predictor(f"extra-{m}", mpi, "shadow:int4", a.side_prompts, dist + ["--predict-extra", str(m)])
-            out["extra"][m] = j
-            r = j["results"][0]
-            print(f"| {m} | {pct(r['recall'])} | {pct(r['precision'])} | {r['decode_tokens_per_second']:.0f} |")
+        side_table("extra", "Top-(k+m) candidates in spare slots, shadow int4",
+                   ["recall", "precision", "decode tok/s"], "m (--predict-extra)", "shadow:int4",
+                   [(str(m), ["--predict-extra", str(m)]) for m in [0, 1, 2]])
 
     if "speed" in parts:
         trace = os.path.join(tmp, "routing.json")

@@ -129,12 +129,7 @@ nlohmann::json PredictionLedger::to_json(int token_bucket) const {
                          {"precision", ratio(s.hits, s.predicted)},
                          {"mean_lead_layers", s.hits ? static_cast<double>(s.lead_sum) / static_cast<double>(s.hits) : 0.0},
                          {"ready_fraction", ratio(s.ready, s.layers)}});
-    all.layers += s.layers;
-    all.activated += s.activated;
-    all.predicted += s.predicted;
-    all.hits += s.hits;
-    all.lead_sum += s.lead_sum;
-    all.ready += s.ready;
+    all += s;
   }
   nlohmann::json hist = {{"unpredicted", lead_hist_[0]}};
   for (int l = 0; l < kHistLeads; ++l) hist[std::to_string(l)] = lead_hist_[static_cast<size_t>(1 + l)];

@@ -59,6 +59,11 @@ class PredictionLedger {
   };
   struct LayerStats {
     uint64_t activated = 0, predicted = 0, hits = 0, lead_sum = 0, layers = 0, ready = 0;
+    LayerStats& operator+=(const LayerStats& o) {
+      activated += o.activated, predicted += o.predicted, hits += o.hits;
+      lead_sum += o.lead_sum, layers += o.layers, ready += o.ready;
+      return *this;
+    }
   };
   Entry& entry(int step, int layer) { return ring_[static_cast<size_t>((step & 1) * n_layer_ + layer)]; }
   const Entry& entry(int step, int layer) const { return ring_[static_cast<size_t>((step & 1) * n_layer_ + layer)]; }
