@@ -44,8 +44,17 @@ class OraclePredictor final : public Predictor {
   explicit OraclePredictor(RoutingTrace t) : trace_(std::move(t)) {}
   std::string name() const override { return "oracle"; }
   void begin_step(int step, int, const int32_t*, size_t, PredictionSink& sink) override {
+    // This step, and the next one already: the upper bound loads across the token boundary
+    // as early as the schedule allows.
+    for (int s = std::max(step, published_ + 1); s <= step + 1; ++s) publish_step(s, sink);
+  }
+
+ private:
+  void publish_step(int step, PredictionSink& sink) {
+    published_ = step;
     if (step < 0 || static_cast<size_t>(step) >= trace_.steps.size()) return;  // past the recording
     const RoutingTrace::Step& s = trace_.steps[static_cast<size_t>(step)];
+    if (s.tokens.size() != 1) return;  // a prompt: every expert is loaded anyway
     for (size_t l = 0; l < s.layers.size(); ++l) {
       std::vector<int32_t> experts;
       for (int32_t e : s.layers[l])
@@ -53,8 +62,7 @@ class OraclePredictor final : public Predictor {
       sink.publish(step, static_cast<int>(l), experts);
     }
   }
-
- private:
+  int published_ = -1;  // the last step published
   RoutingTrace trace_;
 };
 class PreviousPredictor final : public Predictor {

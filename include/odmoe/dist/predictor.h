@@ -84,7 +84,8 @@ struct RoutingTrace {
 
 // `none`: publishes nothing; every expert is loaded after routing (a miss).
 std::unique_ptr<Predictor> make_none_predictor();
-// `oracle`: publishes, at the start of each step, the recorded experts of every layer.
+// `oracle`: publishes, at the start of each step, the recorded experts of every layer of
+// this step and of the next (so loads may cross the token boundary, as a shadow's do).
 // Steps whose input tokens differ from the recording (another prompt, sampling) are
 // predicted from the recording anyway: the mismatch shows as lower recall.
 std::unique_ptr<Predictor> make_oracle_predictor(RoutingTrace trace);
