@@ -98,7 +98,11 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
   const nlohmann::json dist = generate(mpirun(c.np), c.model, extra, case_name(c), &stats);
   ASSERT_EQ(dist, single) << "tokens or routing differ from the single-process run";
   // The run really was distributed the way it was asked to be.
-  ASSERT_EQ(stats["ranks"].size(), static_cast<size_t>(c.np));
+  const bool predictor_rank = c.extra.find("--predictor-rank") != std::string::npos;
+  ASSERT_EQ(stats["ranks"].size(), static_cast<size_t>(c.np - (predictor_rank ? 1 : 0)));
+  if (predictor_rank) {
+    EXPECT_EQ(stats["predictor"]["predictor_rank"], c.np - 1);
+  }
   EXPECT_EQ(stats["schedule"]["groups"], c.groups);
   EXPECT_EQ(stats["schedule"]["mode"], c.mode);
   uint64_t pulled = 0, computes = 0;
@@ -156,6 +160,9 @@ std::vector<Case> cases() {
   v.push_back({"mixtral", 5, 2, "on-demand", "shadow", 1, "--shadow-departure late", "late"});
   v.push_back({"mixtral", 5, 2, "on-demand", "shadow", 2, "--align-token-period 0 --align-kv-period 0", "unaligned"});
   v.push_back({"qwen3", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype f16 --predict-extra 1", "f16_extra1"});
+  // The shadow on a rank of its own (the last), fed the full model's KV rows by messages.
+  v.push_back({"mixtral", 6, 2, "on-demand", "shadow", 1, "--predictor-rank 5", "predictor_rank"});
+  v.push_back({"qwen3", 4, 1, "on-demand", "shadow", 1, "--predictor-rank 3 --shadow-dtype int4", "predictor_rank_int4"});
   // --miss-policy cpu: misses computed by store ranks from their own copy.
   v.push_back({"mixtral", 5, 2, "on-demand", "none", 1, "--miss-policy cpu", "miss_cpu"});
   v.push_back({"qwen3", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype int4 --miss-policy cpu", "int4_miss_cpu"});
@@ -243,6 +250,15 @@ TEST_F(Distributed, BadInputBringsEveryRankDown) {
   r = test::run_command(mpirun(2) + " generate --model " + model("mixtral") + " --prompt hi --predictor oracle");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("--routing-trace"), std::string::npos) << r.output;
+  // The predictor rank must be the last one, and only the shadow runs there.
+  r = test::run_command(mpirun(4) + " generate --model " + model("mixtral") + " --prompt hi --predictor shadow " +
+                        "--predictor-rank 2");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("must be the last rank (3)"), std::string::npos) << r.output;
+  r = test::run_command(mpirun(4) + " generate --model " + model("mixtral") + " --prompt hi --predictor gate-ahead " +
+                        "--predictor-rank 3");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--predictor-rank runs the shadow"), std::string::npos) << r.output;
 }
 
 // Processes whose command line contains `marker` and whose environment says they are MPI

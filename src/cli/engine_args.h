@@ -43,6 +43,8 @@ struct EngineArgs {
         "shadow: early (start the next token from its own guess, redo it if the full model disagrees) | late "
         "(wait for the full model's token, as the paper does)")(
         "shadow-threads", po::value(&d.shadow.threads)->default_value(1), "shadow: CPU threads")(
+        "predictor-rank", po::value(&d.predictor_rank)->default_value(-1),
+        "shadow: run it on this rank (the last one; the paper's shadow node) instead of a thread of main")(
         "miss-policy", po::value(&miss_policy)->default_value(miss_policy),
         "on-demand decode, an expert nobody predicted: wait (load it, then compute) | cpu (its store rank computes "
         "it from its own copy; nothing is loaded)")(
@@ -93,6 +95,8 @@ struct EngineArgs {
     if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
       throw cli::UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");
     if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");
+    if (d.predictor_rank < -1 || d.predictor_rank == 0)
+      throw cli::UsageError("--predictor-rank must name a rank other than main (the last rank)");
     if (d.predict_extra < 0) throw cli::UsageError("--predict-extra must be >= 0");
     if (d.gate_ahead_depth < 0) throw cli::UsageError("--gate-ahead-depth must be >= 0");
     if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw cli::UsageError("--timeout and --startup-timeout must be > 0");

@@ -194,6 +194,12 @@ int cmd_generate(int argc, char** argv) {
                     r.value("peak_host_bytes", 0.0) / (1 << 20));
       peaks += b;
     }
+    if (run.contains("predictor") && run["predictor"].contains("predictor_rank")) {
+      char b[64];
+      std::snprintf(b, sizeof b, ", %d (predictor): %.1f", run["predictor"]["predictor_rank"].get<int>(),
+                    run["predictor"].value("peak_host_bytes", 0.0) / (1 << 20));
+      peaks += b;
+    }
     std::fprintf(stderr, "[odmoe] peak host memory per rank, MiB: %s\n", peaks.c_str());
   }
   if (!stats_path.empty()) {

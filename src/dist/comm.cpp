@@ -23,6 +23,9 @@ const char* op_name(Op op) {
     case Op::kResult: return "RESULT";
     case Op::kReady: return "READY";
     case Op::kStats: return "STATS";
+    case Op::kShadowBegin: return "SHADOW_BEGIN";
+    case Op::kKvRows: return "KV_ROWS";
+    case Op::kPredict: return "PREDICT";
   }
   return "?";
 }

@@ -68,18 +68,19 @@ void DistributedExpertExecutor::start() {
         plan_[static_cast<size_t>(l)][e] = p;
       }
   }
-  for (int r = 1; r < comm_.size(); ++r) {
+  const int W = sched_.n_workers();
+  for (int r = 1; r <= W; ++r) {
     MsgHeader h;
     h.op = Op::kSync;
     h.seq = ++seq_;
     out_.send(r, kTagCmd, h);
   }
-  for (int r = 1; r < comm_.size(); ++r)
+  for (int r = 1; r <= W; ++r)
     comm_.recv(r, kTagReply, [&] { return "READY after the initial loads from " + comm_.where(r); }, {},
                std::max(opts_.timeout_s, opts_.startup_timeout_s));
   trace_.add("initial loads", "load", kStreamStep, t0, now_s());
   // Clock offsets (for the trace): the ping-pong with the smallest round trip wins.
-  for (int r = 1; r < comm_.size(); ++r) {
+  for (int r = 1; r <= W; ++r) {
     double best = 1e30;
     for (int i = 0; i < 8; ++i) {
       MsgHeader h;
@@ -370,20 +371,22 @@ void DistributedExpertExecutor::collect(float* out) {
 
 nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, const nlohmann::json& main_rank_stats) {
   finished_ = true;
-  for (int r = 1; r < comm_.size(); ++r) {
+  const int W = sched_.n_workers();
+  for (int r = 1; r <= W; ++r) {
     MsgHeader h;
     h.op = Op::kStop;
     h.seq = ++seq_;
     out_.send(r, kTagCmd, h);
   }
-  std::vector<nlohmann::json> worker(static_cast<size_t>(comm_.size()));
-  for (int got = 0; got < comm_.size() - 1; ++got) {
+  std::vector<nlohmann::json> worker(static_cast<size_t>(W + 1));
+  for (int got = 0; got < W; ++got) {
     Message m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] { return std::string("statistics from every expert rank"); });
     ODMOE_CHECK(m.header.op == Op::kStats, kMpi, "protocol",
                 "expected STATS, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
     worker[static_cast<size_t>(m.source)] = nlohmann::json::parse(m.payload.begin(), m.payload.end());
   }
   out_.drain("the expert ranks to take STOP");
+  predictor_->finish();
 
   nlohmann::json j;
   nlohmann::json ranks = nlohmann::json::array();
@@ -396,7 +399,7 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   ranks.push_back(m0);
   double stall = 0, load = 0, compute = 0;
   uint64_t bytes = 0;
-  for (int r = 1; r < comm_.size(); ++r) {
+  for (int r = 1; r <= W; ++r) {
     nlohmann::json w = worker[static_cast<size_t>(r)];
     w["clock_offset_seconds"] = clock_offset_[static_cast<size_t>(r)];
     w["clock_rtt_seconds"] = rtt_[static_cast<size_t>(r)];
@@ -448,7 +451,7 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
     const double origin = origin_;
     TraceRecorder::append_names(0, "rank 0: main (" + comm_.host(0) + ")", &events);
     TraceRecorder::append_events(trace_.to_json(), 0, 0.0, origin, &events);
-    for (int r = 1; r < comm_.size(); ++r) {
+    for (int r = 1; r <= W; ++r) {
       TraceRecorder::append_names(r, "rank " + std::to_string(r) + ": expert rank, group " +
                                          std::to_string(sched_.group_of_rank(r)) + " (" + comm_.host(r) + ")",
                                   &events);

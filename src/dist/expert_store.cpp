@@ -57,7 +57,8 @@ ExpertStore::ExpertStore(const Comm& comm, const ModelFiles& files, const StoreO
   const int n_shard = files.n_shard();
   // Store ranks: the lowest expert rank of every node.
   std::vector<int> seen_node;
-  for (int r = 1; r < comm.size(); ++r)
+  const int last_worker = opts.n_workers > 0 ? std::min(opts.n_workers, comm.size() - 1) : comm.size() - 1;
+  for (int r = 1; r <= last_worker; ++r)
     if (opts.every_worker_stores || std::find(seen_node.begin(), seen_node.end(), comm.node_of(r)) == seen_node.end()) {
       seen_node.push_back(comm.node_of(r));
       store_ranks_.push_back(r);

@@ -54,6 +54,23 @@ namespace {
 
 struct Cancelled {};
 
+// The model's stored weights (dense and experts, with quantization scales), from the
+// layout: what the shadow's size is compared with.
+uint64_t model_weight_bytes(const ModelFiles& files) {
+  const ModelConfig& c = files.config();
+  const DType wd = files.header().weight_dtype;
+  auto bytes = [&](const layout::TensorSpec& s) {
+    const DType d = layout::stored_dtype(s, wd);
+    return dtype_data_bytes(d, s.rows(), s.cols()) + dtype_scale_count(d, s.rows(), s.cols()) * sizeof(float);
+  };
+  uint64_t b = 0;
+  for (const auto& s : layout::dense_tensor_specs(c)) b += bytes(s);
+  for (int l = 0; l < c.n_layer; ++l)
+    for (int e = 0; e < c.n_expert; ++e)
+      for (const auto& s : layout::expert_tensor_specs(c, l, e)) b += bytes(s);
+  return b;
+}
+
 int32_t argmax(const std::vector<float>& v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());  // first of equal maxima
 }
@@ -77,17 +94,14 @@ class ShadowExperts final : public ExpertExecutor {
 
 class ShadowPredictor final : public Predictor {
  public:
-  ShadowPredictor(const ModelFiles& files, const Model& full, const ShadowOptions& o)
+  ShadowPredictor(const ModelFiles& files, const KvRows& full, int n_ctx, const ShadowOptions& o)
       : full_(full), o_(o), be_(detect_cpu_isa(), std::max(1, o.threads)) {
     const TensorReader reader = shadow_tensor_reader(files, o.dtype, &dtype_);
     experts_ = std::make_unique<ShadowExperts>(*this, std::make_unique<LocalExpertExecutor>(files, be_, reader));
-    model_ = std::make_unique<Model>(files, be_, *experts_, full.n_ctx(), reader);
+    model_ = std::make_unique<Model>(files, be_, *experts_, n_ctx, reader);
     model_->set_layer_hook([this](int layer, int pos, size_t n) { before_layer(layer, pos, n); });
     kv_aligned_.assign(static_cast<size_t>(files.config().n_layer), 0);
-    uint64_t expert_bytes = 0;
-    for (int l = 0; l < files.config().n_layer; ++l)
-      for (int e = 0; e < files.config().n_expert; ++e) expert_bytes += files.expert_extent(l, e).bytes;
-    full_bytes_ = full.dense_weight_bytes() + expert_bytes;
+    full_bytes_ = model_weight_bytes(files);
     thread_ = std::thread([this] { thread_main(); });
   }
 
@@ -320,7 +334,7 @@ class ShadowPredictor final : public Predictor {
     }
   }
 
-  const Model& full_;
+  const KvRows& full_;
   ShadowOptions o_;
   std::string dtype_;
   CpuBackend be_;
@@ -367,11 +381,12 @@ void ShadowExperts::submit(int layer, const float* h, size_t n, size_t k, const 
 
 }  // namespace
 
-std::unique_ptr<Predictor> make_shadow_predictor(const ModelFiles& files, const Model& full, const ShadowOptions& o) {
+std::unique_ptr<Predictor> make_shadow_predictor(const ModelFiles& files, const KvRows& full, int n_ctx,
+                                                 const ShadowOptions& o) {
   ODMOE_CHECK(o.align_token_period >= 0 && o.align_kv_period >= 0, kCli, "bad-option",
               "--align-token-period and --align-kv-period must be >= 0", "0 turns alignment off");
   ODMOE_CHECK(o.extra >= 0, kCli, "bad-option", "--predict-extra must be >= 0", "");
-  return std::make_unique<ShadowPredictor>(files, full, o);
+  return std::make_unique<ShadowPredictor>(files, full, n_ctx, o);
 }
 
 }  // namespace odmoe::dist

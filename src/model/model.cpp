@@ -196,7 +196,7 @@ Model::Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int 
       default: break;
     }
   }
-  const size_t kv_dim = static_cast<size_t>(cfg_.n_head_kv) * cfg_.head_dim;
+  const size_t kv_dim = this->kv_dim();
   k_cache_.assign(static_cast<size_t>(cfg_.n_layer) * n_ctx_ * kv_dim, 0.0f);
   v_cache_.assign(k_cache_.size(), 0.0f);
   // inv_freq[i] = 1 / theta^(2i / head_dim), in f32 as transformers computes it.
@@ -223,17 +223,38 @@ void Model::seek(int pos) {
   }
 }
 
-void Model::copy_kv_rows(const Model& src, int layer, int begin, int end) {
-  const size_t kv_dim = static_cast<size_t>(cfg_.n_head_kv) * cfg_.head_dim;
-  ODMOE_CHECK(src.cfg_.n_layer == cfg_.n_layer && static_cast<size_t>(src.cfg_.n_head_kv) * src.cfg_.head_dim == kv_dim &&
-                  begin >= 0 && end <= std::min(n_ctx_, src.n_ctx_) && begin <= end,
-              kModel, "shape", "copy_kv_rows: models of different shapes or rows out of range", "");
-  if (begin == end) return;
-  const size_t off = (static_cast<size_t>(layer) * n_ctx_ + static_cast<size_t>(begin)) * kv_dim;
-  const size_t src_off = (static_cast<size_t>(layer) * src.n_ctx_ + static_cast<size_t>(begin)) * kv_dim;
-  const size_t len = static_cast<size_t>(end - begin) * kv_dim;
-  std::memcpy(&k_cache_[off], &src.k_cache_[src_off], len * sizeof(float));
-  std::memcpy(&v_cache_[off], &src.v_cache_[src_off], len * sizeof(float));
+void Model::copy_kv_rows(const KvRows& src, int layer, int begin, int end) {
+  ODMOE_CHECK(layer >= 0 && layer < cfg_.n_layer && begin >= 0 && end <= n_ctx_ && begin <= end, kModel, "range",
+              "copy_kv_rows: rows [" << begin << ", " << end << ") of layer " << layer << " out of range", "");
+  const size_t kv = kv_dim();
+  for (int p = begin; p < end; ++p) {
+    std::memcpy(&k_cache_[kv_index(layer, p)], src.k_row(layer, p), kv * sizeof(float));
+    std::memcpy(&v_cache_[kv_index(layer, p)], src.v_row(layer, p), kv * sizeof(float));
+  }
+}
+
+KvMirror::KvMirror(int n_layer, int n_ctx, size_t kv_dim)
+    : n_layer_(n_layer), n_ctx_(n_ctx), kv_dim_(kv_dim),
+      k_(static_cast<size_t>(n_layer) * static_cast<size_t>(n_ctx) * kv_dim),
+      v_(k_.size()),
+      filled_(std::make_unique<std::atomic<int>[]>(static_cast<size_t>(n_layer))) {
+  reset();
+}
+
+void KvMirror::reset() {
+  for (int l = 0; l < n_layer_; ++l) filled_[static_cast<size_t>(l)].store(0, std::memory_order_release);
+}
+
+void KvMirror::write(int layer, int pos, size_t n, const float* k, const float* v) {
+  ODMOE_CHECK(layer >= 0 && layer < n_layer_ && pos >= 0 && static_cast<size_t>(pos) + n <= static_cast<size_t>(n_ctx_),
+              kMpi, "protocol", "KV rows [" << pos << ", " << pos + static_cast<int>(n) << ") of layer " << layer
+                                             << " do not fit a context of " << n_ctx_, "");
+  auto& f = filled_[static_cast<size_t>(layer)];
+  // Rows at or past `pos` are rewritten: readers must not take them as filled meanwhile.
+  f.store(std::min(f.load(std::memory_order_relaxed), pos), std::memory_order_release);
+  std::memcpy(&k_[index(layer, pos)], k, n * kv_dim_ * sizeof(float));
+  std::memcpy(&v_[index(layer, pos)], v, n * kv_dim_ * sizeof(float));
+  f.store(pos + static_cast<int>(n), std::memory_order_release);
 }
 
 size_t Model::dense_weight_bytes() const {

@@ -53,7 +53,7 @@ std::unique_ptr<dist::Predictor> make_predictor(const dist::DistOptions& d, cons
   if (name == "shadow") {
     dist::ShadowOptions so = d.shadow;
     so.extra = d.predict_extra;
-    return dist::make_shadow_predictor(files, model, so);
+    return dist::make_shadow_predictor(files, model, model.n_ctx(), so);
   }
   ODMOE_THROW(kCli, "bad-option", "--predictor " << name << " is not available",
               "choose none, oracle, previous, random, gate-ahead or shadow");
@@ -97,13 +97,30 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() / on_node);
   eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
   const ModelConfig& c = eng->files_->config();
-  const int workers = size - 1;
+  const int shadow_rank = o.dist.predictor_rank;
+  if (shadow_rank >= 0) {
+    ODMOE_CHECK(o.dist.predictor == "shadow" && o.dist.mode == dist::Mode::kOnDemand, kCli, "bad-option",
+                "--predictor-rank runs the shadow predictor on its own rank",
+                "use it with --mode on-demand --predictor shadow");
+    ODMOE_CHECK(shadow_rank == size - 1 && size >= 3, kCli, "bad-option",
+                "--predictor-rank " << shadow_rank << ": the predictor rank must be the last rank (" << size - 1
+                                    << ") of a job of at least 3",
+                "launch one more rank and name it, e.g. mpirun -np 6 ... --predictor-rank 5");
+  }
+  const int workers = size - 1 - (shadow_rank >= 0 ? 1 : 0);
   const int groups = o.dist.groups > 0 ? o.dist.groups : dist::Schedule::default_groups(workers, c.n_expert_used);
   eng->sched_ = std::make_unique<dist::Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups,
                                                   o.dist.lookahead, o.dist.predict_extra);
-  eng->store_ = std::make_unique<dist::ExpertStore>(comm, *eng->files_, o.dist.store);
+  dist::StoreOptions store = o.dist.store;
+  store.n_workers = workers;
+  eng->store_ = std::make_unique<dist::ExpertStore>(comm, *eng->files_, store);
 
   eng->comm_->set_timeout(o.dist.timeout_s);
+  if (comm.rank() == shadow_rank) {
+    dist::run_shadow_rank(comm, *eng->files_, o.n_ctx, o.dist);
+    eng->store_->close();
+    return nullptr;
+  }
   if (comm.rank() != 0) {
     dist::run_worker(comm, *eng->files_, *eng->store_, *eng->backend_, *eng->sched_, o.dist);
     eng->store_->close();
@@ -116,7 +133,9 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
                                                                   dist::make_none_predictor());
   eng->exec_->start();
   eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->exec_, o.n_ctx);
-  eng->exec_->set_predictor(make_predictor(d, *eng->files_, *eng->model_, eng->sched_->n_groups()));
+  eng->exec_->set_predictor(shadow_rank >= 0
+                                ? dist::make_remote_shadow_predictor(comm, shadow_rank, *eng->model_)
+                                : make_predictor(d, *eng->files_, *eng->model_, eng->sched_->n_groups()));
   return eng;
 }
 
@@ -139,7 +158,8 @@ std::string Engine::describe() const {
   std::string s = std::string(dist::mode_name(d.mode)) + ", " + sched_->to_string() + ", " +
                   dist::store_placement_name(d.store.placement) + " store on " + std::to_string(comm_->n_nodes()) +
                   " node" + (comm_->n_nodes() > 1 ? "s" : "");
-  if (d.mode == dist::Mode::kOnDemand) s += ", predictor " + d.predictor;
+  if (d.mode == dist::Mode::kOnDemand)
+    s += ", predictor " + d.predictor + (d.predictor_rank >= 0 ? " on rank " + std::to_string(d.predictor_rank) : "");
   if (d.load_gbps > 0) s += ", link emulated at " + std::to_string(d.load_gbps) + " Gbit/s per expert rank";
   return s + ", " + backend_->to_string();
 }

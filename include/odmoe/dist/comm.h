@@ -30,11 +30,16 @@ enum class Op : int32_t {
   kResult,     // worker -> main: expert output for a kCompute (payload [n_tokens, n_embd])
   kReady,      // worker -> main: answer to kSync
   kStats,      // worker -> main: its statistics and trace events, JSON text (payload)
+  // With --predictor-rank (tags kTagCmd from main, kTagPredict to main):
+  kShadowBegin,  // main -> predictor rank: step `seq` begins at position `slot`, n_tokens tokens (payload int32)
+  kKvRows,       // main -> predictor rank: layer `layer`, rows [slot, slot + n_tokens): K then V (payload f32)
+  kPredict,      // predictor rank -> main: step `seq`, layer `layer`: n_tokens expert ids (payload int32)
 };
 const char* op_name(Op op);
 
 inline constexpr int kTagCmd = 11;
 inline constexpr int kTagReply = 12;
+inline constexpr int kTagPredict = 13;  // predictor rank -> main: kPredict, and kStats at the end
 inline constexpr int32_t kFlagLast = 1;
 // COMPUTE on a store rank from its own mapped copy of the expert, no slot (--miss-policy cpu).
 inline constexpr int32_t kFlagHost = 2;

@@ -37,6 +37,7 @@ struct StoreOptions {
   int progress_thread = -1;      // -1: when the job spans several nodes; 0: never; 1: always
   int progress_poll_us = 50;     // sleep between the progress thread's polls
   bool every_worker_stores = false;  // every expert rank is a store rank, not one per node
+  int n_workers = 0;                 // expert ranks are 1..n_workers (0: every rank but main)
   uint64_t max_get_bytes = uint64_t{1} << 26;  // one MPI_Rget moves at most this much
 };
 

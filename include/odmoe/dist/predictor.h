@@ -62,6 +62,8 @@ class Predictor {
   // its own thread: a single-process evaluation may wait for it, to measure accuracy apart
   // from timing.
   virtual bool pending(int step, int layer) const { (void)step, (void)layer; return false; }
+  // The run is over (called once, before stats()): a predictor on another rank stops it.
+  virtual void finish() {}
   // The predictor's own figures (a shadow's memory, restarts, ...), for --stats-json.
   virtual nlohmann::json stats() const { return nlohmann::json::object(); }
 };

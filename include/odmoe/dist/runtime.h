@@ -38,6 +38,7 @@ struct DistOptions {
   int predict_extra = 0;           // candidates beyond the top-k a predictor publishes (and slots for them)
   bool predictor_sync = false;     // one process: wait for each decode layer's pending prediction
   bool miss_on_host = false;       // --miss-policy cpu: a mispredicted expert runs on its store rank, unloaded
+  int predictor_rank = -1;         // >= 0: the shadow runs on this rank (the last one), not on main
   std::string routing_trace;       // oracle: a trace from --save-routing
   ShadowOptions shadow;            // shadow: dtype, alignment, departure
   int groups = 0;                  // 0: Schedule::default_groups
@@ -54,6 +55,13 @@ struct DistOptions {
 // An expert rank: serves commands from main until STOP. Returns normally after STOP.
 void run_worker(const Comm& comm, const ModelFiles& files, ExpertStore& store, Backend& be, const Schedule& sched,
                 const DistOptions& opts);
+
+// The predictor rank (--predictor-rank, the paper's shadow node): runs the shadow on a KV
+// mirror fed by main's messages and sends its predictions to main, until STOP.
+void run_shadow_rank(const Comm& comm, const ModelFiles& files, int n_ctx, const DistOptions& opts);
+// Main's side of it: forwards each step's tokens and the full model's new KV rows to
+// `rank`, and delivers its predictions as they arrive.
+std::unique_ptr<Predictor> make_remote_shadow_predictor(const Comm& comm, int rank, const Model& full);
 
 // Main's side.
 class DistributedExpertExecutor final : public ExpertExecutor, private PredictionSink {

@@ -43,7 +43,9 @@ struct ShadowOptions {
 // chosen ("int8 (shadow.h5)", "f16 (re-encoded in memory)", ...).
 TensorReader shadow_tensor_reader(const ModelFiles& files, const std::string& dtype, std::string* resolved);
 
-// `full` is the model the shadow predicts: its KV cache is read for alignment while it runs.
-std::unique_ptr<Predictor> make_shadow_predictor(const ModelFiles& files, const Model& full, const ShadowOptions& o);
+// `full`: the KV rows of the model the shadow predicts (the model itself on main, or a
+// mirror on a predictor rank), read for alignment while it runs. `n_ctx`: the model's.
+std::unique_ptr<Predictor> make_shadow_predictor(const ModelFiles& files, const KvRows& full, int n_ctx,
+                                                 const ShadowOptions& o);
 
 }  // namespace odmoe::dist

@@ -75,6 +75,38 @@ class LocalExpertExecutor final : public ExpertExecutor {
 // (ties to the lower index), renormalised to sum 1 when norm_topk_prob.
 void route(const ModelConfig& cfg, const float* router_logits, size_t n, int32_t* ids, float* weights);
 
+// KV-cache rows another decoder can align to (the shadow predictor's KV alignment): the
+// model itself, or a mirror of it filled from messages on another rank.
+class KvRows {
+ public:
+  virtual ~KvRows() = default;
+  // Rows [0, kv_filled(l)) of layer l hold this sequence's entries; it grows with release
+  // order as they are written, so another thread may read the rows below it meanwhile.
+  virtual int kv_filled(int layer) const = 0;
+  virtual const float* k_row(int layer, int pos) const = 0;  // [kv_dim]
+  virtual const float* v_row(int layer, int pos) const = 0;
+};
+
+// A copy of another rank's KV rows, written as its messages arrive (one writer thread).
+class KvMirror final : public KvRows {
+ public:
+  KvMirror(int n_layer, int n_ctx, size_t kv_dim);
+  void reset();  // a new sequence
+  // Rows [pos, pos + n) of `layer`: k and v are [n, kv_dim] each.
+  void write(int layer, int pos, size_t n, const float* k, const float* v);
+  int kv_filled(int layer) const override { return filled_[static_cast<size_t>(layer)].load(std::memory_order_acquire); }
+  const float* k_row(int layer, int pos) const override { return &k_[index(layer, pos)]; }
+  const float* v_row(int layer, int pos) const override { return &v_[index(layer, pos)]; }
+  size_t kv_dim() const { return kv_dim_; }
+
+ private:
+  size_t index(int layer, int pos) const { return (static_cast<size_t>(layer) * n_ctx_ + static_cast<size_t>(pos)) * kv_dim_; }
+  int n_layer_, n_ctx_;
+  size_t kv_dim_;
+  std::vector<float> k_, v_;
+  std::unique_ptr<std::atomic<int>[]> filled_;
+};
+
 struct LayerWeights {
   EncodedTensor attn_norm, ffn_norm;        // f32 [n_embd]
   EncodedTensor wq, wk, wv, wo;             // [q_dim, n_embd], [kv_dim, n_embd] x2, [n_embd, q_dim]
@@ -85,7 +117,7 @@ struct LayerWeights {
   EncodedTensor shared_expert_gate;         // f32 [1, n_embd]
 };
 
-class Model {
+class Model final : public KvRows {
  public:
   // Loads the dense weights of `files` (or what `reader` gives for them); `n_ctx` <= 0
   // means the model's max_position_embeddings.
@@ -125,13 +157,21 @@ class Model {
   // entries; it grows as forward() writes them, with release order, so another thread may
   // read rows below it while this model runs (rows below it are not written again until
   // reset()). copy_kv_rows copies rows [begin, end) of layer l from `src` (same shape).
-  int kv_filled(int layer) const { return kv_filled_[static_cast<size_t>(layer)].load(std::memory_order_acquire); }
-  void copy_kv_rows(const Model& src, int layer, int begin, int end);
+  int kv_filled(int layer) const override {
+    return kv_filled_[static_cast<size_t>(layer)].load(std::memory_order_acquire);
+  }
+  const float* k_row(int layer, int pos) const override { return &k_cache_[kv_index(layer, pos)]; }
+  const float* v_row(int layer, int pos) const override { return &v_cache_[kv_index(layer, pos)]; }
+  size_t kv_dim() const { return static_cast<size_t>(cfg_.n_head_kv) * cfg_.head_dim; }
+  void copy_kv_rows(const KvRows& src, int layer, int begin, int end);
 
   size_t dense_weight_bytes() const;  // the weights this object holds (not the routed experts)
   size_t kv_cache_bytes() const { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
 
  private:
+  size_t kv_index(int layer, int pos) const {
+    return (static_cast<size_t>(layer) * n_ctx_ + static_cast<size_t>(pos)) * kv_dim();
+  }
   void attention(int l, const float* h, size_t n, float* out);
   void moe(int l, const float* h, size_t n, float* out);
 
