@@ -17,9 +17,10 @@ Parts (each prints a Markdown table; --json keeps everything):
              >= G-1 layers ahead, per layer, distributed.
   extra      --predict-extra 0/1/2 (top-(k+m) candidates in spare slots) on the int4 shadow:
              recall against precision, distributed.
-  speed      decode tokens/s of on-demand with shadow against on-demand with oracle (the
-             upper bound), none, and resident, interleaved over --speed-repeat rounds (the
-             median is reported), each run the same prompt and token count.
+  speed      decode tokens/s of on-demand with shadow (on main, and on a rank of its own)
+             against on-demand with oracle (the upper bound), none, and resident, interleaved
+             over --speed-repeat rounds (the median is reported), each run the same prompt
+             and token count.
 
 The limit each figure is compared with is printed beside it: recall and readiness against
 oracle (100%), speed against oracle and resident in the same run.
@@ -156,13 +157,17 @@ def main():
             "on-demand, shadow int8": dist + ["--predictor", "shadow", "--shadow-dtype", "int8"],
             "on-demand, shadow f16": dist + ["--predictor", "shadow", "--shadow-dtype", "f16"],
             "on-demand, none": dist + ["--predictor", "none"],
+            # The shadow on a rank of its own (one more rank, the last).
+            "on-demand, shadow int8, --predictor-rank": dist + ["--predictor", "shadow", "--shadow-dtype", "int8",
+                                                                "--predictor-rank", str(a.np)],
         }
+        mpi_plus = [a.mpirun] + a.mpirun_args.split() + ["-np", str(a.np + 1)]
         speeds = {m: [] for m in modes}
         last = {}
         for _ in range(a.speed_repeat):
             for m, extra in modes.items():
                 path = os.path.join(tmp, "speed.json")
-                run(mpi + base + extra + ["--stats-json", path], env)
+                run((mpi_plus if "--predictor-rank" in extra else mpi) + base + extra + ["--stats-json", path], env)
                 s = json.load(open(path))
                 speeds[m].append(s["decode_tokens_per_second"])
                 last[m] = s

@@ -247,7 +247,7 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
         continue;
       }
       send_drop(it->second);
-      ++wasted_loads_;
+      if (!prefill_) ++wasted_loads_;  // a prompt loads every expert of a layer by design
       it = plan.erase(it);
     }
     dispatched_[ring(step_, layer)] = true;  // late predictions for it are moot
