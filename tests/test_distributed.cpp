@@ -91,7 +91,7 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
   const nlohmann::json single = generate(child_env() + kOdmoe, c.model, "", "single-" + c.model);
   ASSERT_FALSE(single.empty());
   std::string extra = "--mode " + c.mode + " --groups " + std::to_string(c.groups);
-  if (c.mode == "on-demand") extra += " --predictor " + c.predictor + " --lookahead " + std::to_string(c.lookahead);
+  if (c.mode != "resident") extra += " --predictor " + c.predictor + " --lookahead " + std::to_string(c.lookahead);
   if (c.predictor == "oracle") extra += " --routing-trace " + tmp_->str("routing-single-" + c.model + ".json");
   extra += " " + c.extra;
   nlohmann::json stats;
@@ -112,6 +112,16 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
   }
   EXPECT_GT(pulled, 0u);
   EXPECT_GT(computes, 0u);
+  if (c.mode == "cache") {
+    // Every decode expert was either in its rank's cache or loaded after routing.
+    const auto& cs = stats["cache"];
+    EXPECT_EQ(cs["decode_experts_needed"], stats["predictor"]["decode_activated"]);
+    EXPECT_LE(cs["loaded_after_routing"].get<uint64_t>(), cs["decode_experts_needed"].get<uint64_t>());
+    EXPECT_GT(cs["evictions"].get<uint64_t>(), 0u) << "the cache is smaller than the model";
+    if (c.predictor != "none") {
+      EXPECT_GT(cs["prefetch_loads"].get<uint64_t>(), 0u);
+    }
+  }
   if (c.mode == "on-demand") {
     const double recall = stats["predictor"]["recall"];
     if (c.predictor == "oracle") {
@@ -163,6 +173,11 @@ std::vector<Case> cases() {
   // The shadow on a rank of its own (the last), fed the full model's KV rows by messages.
   v.push_back({"mixtral", 6, 2, "on-demand", "shadow", 1, "--predictor-rank 5", "predictor_rank"});
   v.push_back({"qwen3", 4, 1, "on-demand", "shadow", 1, "--predictor-rank 3 --shadow-dtype int4", "predictor_rank_int4"});
+  // Cache mode: LRU and LFU, prefetched by the shadow and gate-ahead, or not at all.
+  v.push_back({"mixtral", 5, 2, "cache", "shadow"});
+  v.push_back({"mixtral", 3, 1, "cache", "none", 1, "--cache-slots 2 --cache-policy lfu", "lfu2"});
+  v.push_back({"qwen3", 3, 1, "cache", "gate-ahead", 1, "--cache-slots 4", "slots4"});
+  v.push_back({"mixtral", 5, 2, "cache", "shadow", 2, "--cache-policy lfu", "lfu"});
   // --miss-policy cpu: misses computed by store ranks from their own copy.
   v.push_back({"mixtral", 5, 2, "on-demand", "none", 1, "--miss-policy cpu", "miss_cpu"});
   v.push_back({"qwen3", 3, 1, "on-demand", "shadow", 1, "--shadow-dtype int4 --miss-policy cpu", "int4_miss_cpu"});

@@ -16,7 +16,7 @@ namespace po = boost::program_options;
 struct EngineArgs {
   EngineOptions eo;
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
-  std::string departure = "early", miss_policy = "wait";
+  std::string departure = "early", miss_policy = "wait", cache_policy = "lru";
 
   void add(po::options_description& o) {
     dist::DistOptions& d = eo.dist;
@@ -25,7 +25,11 @@ struct EngineArgs {
         "n-ctx", po::value(&eo.n_ctx)->default_value(0), "context length (0: the model's maximum)");
     po::options_description dd("distributed options (mpirun -np N, N >= 2: rank 0 main, ranks 1..N-1 expert ranks)");
     dd.add_options()("mode", po::value(&mode)->default_value(mode),
-                     "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped after")(
+                     "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped "
+                     "after; cache: each expert rank keeps --cache-slots experts, prefetched by --predictor")(
+        "cache-slots", po::value(&d.cache_slots)->default_value(0),
+        "cache: experts each expert rank keeps (0: a quarter of the experts its group serves)")(
+        "cache-policy", po::value(&cache_policy)->default_value(cache_policy), "cache: evict lru | lfu")(
         "predictor", po::value(&d.predictor)->default_value(d.predictor),
         "on-demand: none (load after routing) | shadow (a quantized copy of the model running ahead) | oracle "
         "(replay --routing-trace) | previous (the last token's experts) | random | gate-ahead (later layers' "
@@ -92,6 +96,9 @@ struct EngineArgs {
     d.shadow.early_departure = departure == "early";
     if (miss_policy != "wait" && miss_policy != "cpu") throw cli::UsageError("--miss-policy must be wait or cpu");
     d.miss_on_host = miss_policy == "cpu";
+    if (cache_policy != "lru" && cache_policy != "lfu") throw cli::UsageError("--cache-policy must be lru or lfu");
+    d.cache_lfu = cache_policy == "lfu";
+    if (d.cache_slots < 0) throw cli::UsageError("--cache-slots must be >= 0");
     if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
       throw cli::UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");
     if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");

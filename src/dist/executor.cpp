@@ -14,10 +14,32 @@ namespace odmoe::dist {
 Mode parse_mode(const std::string& s) {
   if (s == "resident") return Mode::kResident;
   if (s == "on-demand") return Mode::kOnDemand;
-  throw cli::UsageError("--mode must be resident or on-demand, not '" + s + "'");
+  if (s == "cache") return Mode::kCache;
+  throw cli::UsageError("--mode must be resident, on-demand or cache, not '" + s + "'");
 }
 
-const char* mode_name(Mode m) { return m == Mode::kResident ? "resident" : "on-demand"; }
+const char* mode_name(Mode m) {
+  return m == Mode::kResident ? "resident" : m == Mode::kCache ? "cache" : "on-demand";
+}
+
+int cache_slots(const Schedule& sched, const DistOptions& opts) {
+  if (opts.mode != Mode::kCache) return 0;
+  // Default: a quarter of the experts the rank's group serves, per rank; at least enough
+  // for two layers' top-k.
+  const int layers_of_group = (sched.n_layer() + sched.n_groups() - 1) / sched.n_groups();
+  const int share = layers_of_group * sched.n_expert() / sched.group_size();
+  const int n = opts.cache_slots > 0 ? opts.cache_slots : std::max(share / 4, 1);
+  // A layer's top-k may all live on one rank, for each layer a group has in flight.
+  return std::max(n, sched.top_k() * sched.lookahead());
+}
+
+int worker_slots(const Schedule& sched, const DistOptions& opts) {
+  switch (opts.mode) {
+    case Mode::kResident: return sched.resident_slots();
+    case Mode::kCache: return cache_slots(sched, opts) + 2 * sched.prefill_slots_per_bank();
+    default: return sched.on_demand_slots();
+  }
+}
 
 DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const ModelFiles& files,
                                                      const ExpertStore& store, const Schedule& sched,
@@ -26,7 +48,9 @@ DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const Mod
       trace_(opts.trace), n_embd_(files.config().n_embd), n_layer_(files.config().n_layer),
       n_expert_(files.config().n_expert),
       ledger_(files.config().n_layer, files.config().n_expert, sched.n_groups() - 1) {
-  n_slots_ = opts.mode == Mode::kResident ? sched.resident_slots() : sched.on_demand_slots();
+  n_slots_ = worker_slots(sched, opts);
+  n_cache_ = cache_slots(sched, opts);
+  cache_.assign(static_cast<size_t>(comm.size()), std::vector<CacheEntry>(static_cast<size_t>(n_cache_)));
   slots_.assign(static_cast<size_t>(comm.size()), std::vector<SlotState>(static_cast<size_t>(n_slots_)));
   dispatched_.assign(static_cast<size_t>(2 * n_layer_), false);
   plan_.resize(static_cast<size_t>(2 * n_layer_));
@@ -124,7 +148,7 @@ Placement DistributedExpertExecutor::free_place(int step, int layer, const std::
 void DistributedExpertExecutor::clear_ring(int step, bool drop_loads) {
   for (int l = 0; l < n_layer_; ++l) {
     const size_t r = ring(step, l);
-    if (drop_loads)
+    if (drop_loads && !caching())
       for (const auto& [e, p] : plan_[r]) send_drop(p);
     plan_[r].clear();
     dispatched_[r] = false;
@@ -132,7 +156,7 @@ void DistributedExpertExecutor::clear_ring(int step, bool drop_loads) {
 }
 
 void DistributedExpertExecutor::publish(const Prediction& p) {
-  if (opts_.mode == Mode::kResident) return;
+  if (!loads_on_demand()) return;
   if (p.step == step_ && (prefill_ || p.layer < layers_done_)) return;  // moot or too late
   if (p.step == step_ && p.layer == cur_layer_) return;                    // routed already
   if (!ledger_.publish(p, sched_.decode_capacity())) return;
@@ -155,12 +179,20 @@ void DistributedExpertExecutor::dispatch(int step, int layer) {
       ++it;
       continue;
     }
-    send_drop(it->second);
+    if (!caching()) send_drop(it->second);  // a cached expert stays cached; it is just not pinned
     ++wasted_loads_;
     it = plan.erase(it);
   }
   for (int32_t e : want) {
     if (plan.count(e)) continue;
+    if (caching()) {
+      bool hit = false;
+      const Placement c = cache_place(layer, e, &hit, true);
+      if (c.rank < 0) continue;  // no slot to spare for a guess
+      plan[e] = c;
+      cache_prefetches_ += !hit;
+      continue;
+    }
     const Placement c = free_place(step, layer, plan);
     if (c.rank < 0) break;
     send_load(layer, e, c);
@@ -172,7 +204,7 @@ void DistributedExpertExecutor::dispatch(int step, int layer) {
 // starts loading its next layer as soon as it has finished its previous one (with
 // --lookahead D, its next D layers), across the boundary between forward steps too.
 void DistributedExpertExecutor::pump() {
-  if (prefill_ || opts_.mode == Mode::kResident || in_pump_ || step_ < 0) return;
+  if (prefill_ || !loads_on_demand() || in_pump_ || step_ < 0) return;
   in_pump_ = true;
   for (int g = 0; g < sched_.n_groups(); ++g) {
     int64_t gl = group_next_[static_cast<size_t>(g)];
@@ -186,11 +218,59 @@ void DistributedExpertExecutor::pump() {
   in_pump_ = false;
 }
 
+Placement DistributedExpertExecutor::prefill_place(int layer, int expert) const {
+  Placement p = sched_.prefill_place(layer, expert);
+  p.slot += n_cache_;
+  return p;
+}
+
+bool DistributedExpertExecutor::pinned(Placement p) const {
+  for (const auto& plan : plan_)
+    for (const auto& [_, q] : plan)
+      if (q == p) return true;
+  return false;
+}
+
+Placement DistributedExpertExecutor::cache_place(int layer, int e, bool* hit, bool optional) {
+  const int g = sched_.group_of_layer(layer), S = sched_.group_size();
+  const int rank = sched_.worker_rank(g, (e + layer) % S);
+  auto& c = cache_[static_cast<size_t>(rank)];
+  for (int s = 0; s < n_cache_; ++s)
+    if (c[static_cast<size_t>(s)].layer == layer && c[static_cast<size_t>(s)].expert == e) {
+      *hit = true;
+      return {rank, s};
+    }
+  *hit = false;
+  int victim = -1;
+  for (int s = 0; s < n_cache_; ++s) {
+    if (pinned({rank, s})) continue;
+    const CacheEntry& x = c[static_cast<size_t>(s)];
+    if (x.layer < 0) {  // empty
+      victim = s;
+      break;
+    }
+    const CacheEntry* v = victim >= 0 ? &c[static_cast<size_t>(victim)] : nullptr;
+    const bool better = !v || (opts_.cache_lfu ? (x.uses < v->uses || (x.uses == v->uses && x.last_use < v->last_use))
+                                               : x.last_use < v->last_use);
+    if (better) victim = s;
+  }
+  if (victim < 0 && optional) return {};
+  ODMOE_CHECK(victim >= 0, kCli, "cache-too-small",
+              "expert rank " << rank << " has no cache slot free for expert (" << layer << ", " << e << "): all "
+                             << n_cache_ << " hold experts of layers in flight",
+              "raise --cache-slots");
+  CacheEntry& v = c[static_cast<size_t>(victim)];
+  cache_evictions_ += v.layer >= 0;
+  v = {layer, e, ++use_clock_, 0};
+  send_load(layer, e, {rank, victim});
+  return {rank, victim};
+}
+
 void DistributedExpertExecutor::dispatch_prefill_layer(int layer) {
   if (layer >= n_layer_) return;
   auto& plan = plan_[ring(step_, layer)];
   for (int e = 0; e < n_expert_; ++e) {
-    const Placement p = sched_.prefill_place(layer, e);
+    const Placement p = prefill_place(layer, e);
     send_load(layer, e, p);
     plan[e] = p;
   }
@@ -203,7 +283,7 @@ void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n, i
   layers_done_ = 0;
   t_step_ = t_last_ = now_s();
   ledger_.begin_step(step_, !prefill_);
-  if (opts_.mode == Mode::kOnDemand) {
+  if (loads_on_demand()) {
     clear_ring(step_ + 1, true);  // held step - 1, which is over
     if (prefill_) {
       // Loads made ahead for this step as a decode step are of no use to a prefill.
@@ -239,14 +319,14 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
   for (const auto& [e, _] : users) used.push_back(e);
   ledger_.routed(layer, used);  // predictor accounting (decode steps)
 
-  if (opts_.mode == Mode::kOnDemand) {
+  if (loads_on_demand()) {
     // Drop loads nobody needs (mispredictions), then load what is missing.
     for (auto it = plan.begin(); it != plan.end();) {
       if (users.count(it->first)) {
         ++it;
         continue;
       }
-      send_drop(it->second);
+      if (!caching() || prefill_) send_drop(it->second);
       if (!prefill_) ++wasted_loads_;  // a prompt loads every expert of a layer by design
       it = plan.erase(it);
     }
@@ -262,7 +342,12 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
       }
       Placement p;
       if (prefill_) {
-        p = sched_.prefill_place(layer, e);
+        p = prefill_place(layer, e);
+      } else if (caching()) {
+        bool hit = false;
+        plan[e] = cache_place(layer, e, &hit);
+        cache_misses_ += !hit;  // loaded now, after routing: a stall
+        continue;
       } else {
         p = free_place(step_, layer, plan);
         ODMOE_CHECK(p.rank >= 0, kMpi, "no-slot", "no free slot for expert (" << layer << ", " << e << ")",
@@ -272,6 +357,15 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
       plan[e] = p;
     }
   }
+
+  if (caching() && !prefill_)
+    for (const auto& [e, _] : users) {
+      ++cache_needed_;
+      const Placement p = plan.at(e);
+      CacheEntry& x = cache_[static_cast<size_t>(p.rank)][static_cast<size_t>(p.slot)];
+      x.last_use = ++use_clock_;
+      ++x.uses;
+    }
 
   // COMPUTE: each expert's tokens in mini-batches, in expert order.
   pair_out_.assign(n * k * d, 0.0f);
@@ -298,7 +392,8 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
       hd.expert = e;
       hd.slot = p.slot;
       hd.n_tokens = static_cast<int32_t>(m);
-      hd.flags = (opts_.mode == Mode::kOnDemand && c + 1 == chunks.size()) ? kFlagLast : 0;
+      // On demand (and a prompt's experts in cache mode) the last chunk evicts.
+      hd.flags = (loads_on_demand() && (!caching() || prefill_) && c + 1 == chunks.size()) ? kFlagLast : 0;
       if (hs != host.end()) {
         hd.flags = kFlagHost;
         ++host_computes_;
@@ -349,10 +444,12 @@ void DistributedExpertExecutor::collect(float* out) {
   ++layers_done_;
   cur_layer_ = -1;
   ledger_.layer_done(t);
-  if (opts_.mode == Mode::kOnDemand) {
-    // The layer's slots were freed by the last COMPUTE of each expert.
+  if (loads_on_demand()) {
+    // The layer's slots were freed by the last COMPUTE of each expert (cache mode: the
+    // experts stay, no longer pinned).
     auto& plan = plan_[ring(step_, layer)];
-    for (const auto& [e, p] : plan) slot(p) = {};
+    if (!caching() || prefill_)
+      for (const auto& [e, p] : plan) slot(p) = {};
     plan.clear();
     if (prefill_) {
       dispatch_prefill_layer(layer + 2);
@@ -412,6 +509,15 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
     ranks.push_back(copy);
   }
   j["ranks"] = ranks;
+  if (caching()) {
+    j["cache"] = {{"slots_per_rank", n_cache_},
+                  {"policy", opts_.cache_lfu ? "lfu" : "lru"},
+                  {"decode_experts_needed", cache_needed_},
+                  {"loaded_after_routing", cache_misses_},
+                  {"hit_rate", cache_needed_ ? 1.0 - static_cast<double>(cache_misses_) / static_cast<double>(cache_needed_) : 0.0},
+                  {"prefetch_loads", cache_prefetches_},
+                  {"evictions", cache_evictions_}};
+  }
   j["schedule"] = {{"mode", mode_name(opts_.mode)},
                    {"groups", sched_.n_groups()},
                    {"lookahead", sched_.lookahead()},

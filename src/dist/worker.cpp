@@ -175,7 +175,7 @@ class Worker {
                 "expert ranks pull experts on a loader thread, which needs MPI_THREAD_MULTIPLE; this MPI provides "
                     << provided,
                 "use an MPI library built with thread support");
-    n_slots_ = opts.mode == Mode::kResident ? sched.resident_slots() : sched.on_demand_slots();
+    n_slots_ = worker_slots(sched, opts);
     slot_bytes_ = (store.max_expert_bytes() + 4095) / 4096 * 4096;
     slots_ = std::vector<Slot>(static_cast<size_t>(n_slots_));
     for (Slot& s : slots_) {

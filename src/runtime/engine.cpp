@@ -99,7 +99,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   const ModelConfig& c = eng->files_->config();
   const int shadow_rank = o.dist.predictor_rank;
   if (shadow_rank >= 0) {
-    ODMOE_CHECK(o.dist.predictor == "shadow" && o.dist.mode == dist::Mode::kOnDemand, kCli, "bad-option",
+    ODMOE_CHECK(o.dist.predictor == "shadow" && o.dist.mode != dist::Mode::kResident, kCli, "bad-option",
                 "--predictor-rank runs the shadow predictor on its own rank",
                 "use it with --mode on-demand --predictor shadow");
     ODMOE_CHECK(shadow_rank == size - 1 && size >= 3, kCli, "bad-option",
@@ -146,7 +146,7 @@ Engine::~Engine() {
 }
 
 std::string Engine::predictor_name() const {
-  if (exec_) return opts_.dist.mode == dist::Mode::kOnDemand ? opts_.dist.predictor : "";
+  if (exec_) return opts_.dist.mode != dist::Mode::kResident ? opts_.dist.predictor : "";
   return accounting_ ? opts_.dist.predictor : "";
 }
 
@@ -158,7 +158,10 @@ std::string Engine::describe() const {
   std::string s = std::string(dist::mode_name(d.mode)) + ", " + sched_->to_string() + ", " +
                   dist::store_placement_name(d.store.placement) + " store on " + std::to_string(comm_->n_nodes()) +
                   " node" + (comm_->n_nodes() > 1 ? "s" : "");
-  if (d.mode == dist::Mode::kOnDemand)
+  if (d.mode == dist::Mode::kCache)
+    s += ", " + std::to_string(dist::cache_slots(*sched_, d)) + " cache slots per expert rank (" +
+         (d.cache_lfu ? "lfu" : "lru") + ")";
+  if (d.mode != dist::Mode::kResident)
     s += ", predictor " + d.predictor + (d.predictor_rank >= 0 ? " on rank " + std::to_string(d.predictor_rank) : "");
   if (d.load_gbps > 0) s += ", link emulated at " + std::to_string(d.load_gbps) + " Gbit/s per expert rank";
   return s + ", " + backend_->to_string();

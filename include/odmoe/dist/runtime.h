@@ -27,7 +27,7 @@
 
 namespace odmoe::dist {
 
-enum class Mode { kResident, kOnDemand };
+enum class Mode { kResident, kOnDemand, kCache };
 Mode parse_mode(const std::string& s);  // throws cli::UsageError
 const char* mode_name(Mode m);
 
@@ -39,6 +39,8 @@ struct DistOptions {
   bool predictor_sync = false;     // one process: wait for each decode layer's pending prediction
   bool miss_on_host = false;       // --miss-policy cpu: a mispredicted expert runs on its store rank, unloaded
   int predictor_rank = -1;         // >= 0: the shadow runs on this rank (the last one), not on main
+  int cache_slots = 0;             // cache mode: experts each expert rank keeps (0: a quarter of its share)
+  bool cache_lfu = false;          // cache mode: evict the least frequently (else least recently) used
   std::string routing_trace;       // oracle: a trace from --save-routing
   ShadowOptions shadow;            // shadow: dtype, alignment, departure
   int groups = 0;                  // 0: Schedule::default_groups
@@ -51,6 +53,11 @@ struct DistOptions {
   bool verify_pulls = false;       // check every pulled expert's checksums
   bool trace = false;              // record trace events
 };
+
+// Slots an expert rank allocates in `opts.mode` (main and the expert ranks agree on it). In
+// cache mode: the cache's slots, then the prompt's double-buffered prefill slots.
+int worker_slots(const Schedule& sched, const DistOptions& opts);
+int cache_slots(const Schedule& sched, const DistOptions& opts);
 
 // An expert rank: serves commands from main until STOP. Returns normally after STOP.
 void run_worker(const Comm& comm, const ModelFiles& files, ExpertStore& store, Backend& be, const Schedule& sched,
@@ -110,6 +117,15 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   Placement free_place(int step, int layer, const std::map<int, Placement>& plan) const;
   size_t ring(int step, int layer) const { return static_cast<size_t>((step & 1) * n_layer_ + layer); }
   void clear_ring(int step, bool drop_loads);
+  bool loads_on_demand() const { return opts_.mode != Mode::kResident; }
+  bool caching() const { return opts_.mode == Mode::kCache; }
+  Placement prefill_place(int layer, int expert) const;  // the schedule's, after the cache's slots
+  // Cache mode: where expert (layer, e) lives (its home rank in the layer's group); loads
+  // it into a slot of that rank, evicting the least recently (or frequently) used expert no
+  // layer in flight needs, unless it is cached already. `hit`: it was. `optional` (a
+  // prefetch): rank -1 when every slot is needed, instead of an error.
+  Placement cache_place(int layer, int e, bool* hit, bool optional = false);
+  bool pinned(Placement p) const;
 
   const Comm& comm_;
   const ExpertStore& store_;
@@ -143,6 +159,15 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   int64_t seq_ = 0;
   std::map<int64_t, Pending> pending_;
   std::vector<float> pair_out_, xs_;
+
+  // Cache mode: what each expert rank's cache slots hold.
+  struct CacheEntry {
+    int layer = -1, expert = -1;
+    uint64_t last_use = 0, uses = 0;
+  };
+  std::vector<std::vector<CacheEntry>> cache_;  // [rank][slot < n_cache_]
+  int n_cache_ = 0;
+  uint64_t use_clock_ = 0, cache_needed_ = 0, cache_misses_ = 0, cache_evictions_ = 0, cache_prefetches_ = 0;
 
   // Statistics.
   uint64_t loads_ = 0, computes_ = 0, wasted_loads_ = 0, host_computes_ = 0;
