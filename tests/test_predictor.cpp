@@ -14,8 +14,13 @@
 namespace odmoe {
 namespace {
 
-const std::string kOdmoe = ODMOE_CLI_BIN;
-const std::string kWeights = ODMOE_WEIGHTS_BIN;
+#ifdef ODMOE_CHILD_ENV
+const std::string kChildEnv = std::string(ODMOE_CHILD_ENV) + " ";
+#else
+const std::string kChildEnv;
+#endif
+const std::string kOdmoe = kChildEnv + ODMOE_CLI_BIN;
+const std::string kWeights = kChildEnv + ODMOE_WEIGHTS_BIN;
 
 class Predictors : public ::testing::Test {
  protected:
