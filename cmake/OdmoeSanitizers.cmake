@@ -1,4 +1,5 @@
-# -DODMOE_SANITIZER=address|undefined instruments every target of the project.
+# -DODMOE_SANITIZER=address|undefined|thread instruments every target of the project.
+# (thread: run with --threads 1; OpenMP's runtime is not instrumented.)
 if(ODMOE_SANITIZER STREQUAL "address")
   add_compile_options($<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=address> $<$<COMPILE_LANGUAGE:C,CXX>:-fno-omit-frame-pointer>)
   add_link_options(-fsanitize=address)
@@ -6,6 +7,9 @@ elseif(ODMOE_SANITIZER STREQUAL "undefined")
   add_compile_options($<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=undefined> $<$<COMPILE_LANGUAGE:C,CXX>:-fno-sanitize-recover=all>
                       $<$<COMPILE_LANGUAGE:C,CXX>:-fno-omit-frame-pointer>)
   add_link_options(-fsanitize=undefined)
+elseif(ODMOE_SANITIZER STREQUAL "thread")
+  add_compile_options($<$<COMPILE_LANGUAGE:C,CXX>:-fsanitize=thread> $<$<COMPILE_LANGUAGE:C,CXX>:-fno-omit-frame-pointer>)
+  add_link_options(-fsanitize=thread)
 elseif(NOT ODMOE_SANITIZER STREQUAL "")
-  message(FATAL_ERROR "ODMOE_SANITIZER must be 'address', 'undefined' or empty, not '${ODMOE_SANITIZER}'")
+  message(FATAL_ERROR "ODMOE_SANITIZER must be 'address', 'undefined', 'thread' or empty, not '${ODMOE_SANITIZER}'")
 endif()
