@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -246,6 +247,38 @@ TEST_F(Distributed, StatsAndTraceDescribeEveryRank) {
   }
 }
 
+// perplexity runs distributed too, and scores exactly as one process does (the logits are
+// bit-identical), in batch and token by token.
+TEST_F(Distributed, PerplexityEqualsSingleProcess) {
+  const std::string text = tmp_->str("ppl.txt");
+  {
+    std::ofstream f(text);
+    f << test::read_file(test::data_dir() + "/shakespeare_heldout_excerpt.txt").substr(0, 1500);
+  }
+  auto nll = [&](const std::string& launcher, const std::string& extra) {
+    const std::string out = tmp_->str("ppl.json");
+    const auto r = test::run_command(launcher + " perplexity --model " + model("mixtral") + " --text " + text +
+                                     " --context 64 --timeout 30 --json " + out + " " + extra);
+    EXPECT_EQ(r.status, 0) << launcher << " " << extra << "\n" << r.output;
+    return r.status == 0 ? nlohmann::json::parse(test::read_file(out)) : nlohmann::json{};
+  };
+  const nlohmann::json single = nll(child_env() + kOdmoe, "");
+  ASSERT_FALSE(single.empty());
+  const double exact = single["nll_per_token"];
+  EXPECT_EQ(nll(child_env() + kOdmoe, "--token-by-token")["nll_per_token"].get<double>(), exact);
+  EXPECT_EQ(nll(mpirun(3), "--mode on-demand")["nll_per_token"].get<double>(), exact);
+  EXPECT_EQ(nll(mpirun(5), "--groups 2 --mode cache --token-by-token")["nll_per_token"].get<double>(), exact);
+  // Substitution with alpha 0 never fires; with a large alpha it does, and changes the scores.
+  const nlohmann::json a0 = nll(mpirun(3), "--mode cache --cache-slots 3 --substitute 0 --token-by-token");
+  EXPECT_EQ(a0["nll_per_token"].get<double>(), exact);
+  EXPECT_EQ(a0["cache"]["substitutions"], 0);
+  EXPECT_EQ(a0["cache"]["policy"], "score");
+  const nlohmann::json a5 = nll(mpirun(3), "--mode cache --cache-slots 3 --substitute 0.5 --token-by-token");
+  EXPECT_GT(a5["cache"]["substitutions"].get<int>(), 0);
+  EXPECT_NE(a5["nll_per_token"].get<double>(), exact);
+  EXPECT_GT(a5["cache"]["hit_rate"].get<double>(), a0["cache"]["hit_rate"].get<double>());
+}
+
 TEST_F(Distributed, BadInputBringsEveryRankDown) {
   // A bad option: every rank sees it, exit status 2 with the reason.
   auto r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") + " --prompt hi --groups 3");
@@ -265,6 +298,10 @@ TEST_F(Distributed, BadInputBringsEveryRankDown) {
   r = test::run_command(mpirun(2) + " generate --model " + model("mixtral") + " --prompt hi --predictor oracle");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("--routing-trace"), std::string::npos) << r.output;
+  // Substitution swaps in cached experts: only in cache mode.
+  r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") + " --prompt hi --substitute 0.3");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--substitute needs --mode cache"), std::string::npos) << r.output;
   // The predictor rank must be the last one, and only the shadow runs there.
   r = test::run_command(mpirun(4) + " generate --model " + model("mixtral") + " --prompt hi --predictor shadow " +
                         "--predictor-rank 2");

@@ -16,7 +16,7 @@ namespace po = boost::program_options;
 struct EngineArgs {
   EngineOptions eo;
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
-  std::string departure = "early", miss_policy = "wait", cache_policy = "lru";
+  std::string departure = "early", miss_policy = "wait", cache_policy = "auto";
 
   void add(po::options_description& o) {
     dist::DistOptions& d = eo.dist;
@@ -29,7 +29,12 @@ struct EngineArgs {
                      "after; cache: each expert rank keeps --cache-slots experts, prefetched by --predictor")(
         "cache-slots", po::value(&d.cache_slots)->default_value(0),
         "cache: experts each expert rank keeps (0: a quarter of the experts its group serves)")(
-        "cache-policy", po::value(&cache_policy)->default_value(cache_policy), "cache: evict lru | lfu")(
+        "cache-policy", po::value(&cache_policy)->default_value(cache_policy),
+        "cache: evict lru | lfu | score (lowest recent average gate score); auto: score with --substitute, else lru")(
+        "substitute", po::value(&d.substitute)->default_value(-1.0),
+        "cache: importance-driven substitution with this alpha (0..1; arXiv 2508.18983): a selected expert that is "
+        "not cached and scores below (1+alpha)*S_k+1 is replaced by a cached one scoring at least (1-alpha)*S_k+1. "
+        "Changes the output; < 0: off")(
         "predictor", po::value(&d.predictor)->default_value(d.predictor),
         "on-demand: none (load after routing) | shadow (a quantized copy of the model running ahead) | oracle "
         "(replay --routing-trace) | previous (the last token's experts) | random | gate-ahead (later layers' "
@@ -96,8 +101,13 @@ struct EngineArgs {
     d.shadow.early_departure = departure == "early";
     if (miss_policy != "wait" && miss_policy != "cpu") throw cli::UsageError("--miss-policy must be wait or cpu");
     d.miss_on_host = miss_policy == "cpu";
-    if (cache_policy != "lru" && cache_policy != "lfu") throw cli::UsageError("--cache-policy must be lru or lfu");
+    if (cache_policy != "auto" && cache_policy != "lru" && cache_policy != "lfu" && cache_policy != "score")
+      throw cli::UsageError("--cache-policy must be auto, lru, lfu or score");
     d.cache_lfu = cache_policy == "lfu";
+    d.cache_by_score = cache_policy == "score" || (cache_policy == "auto" && d.substitute >= 0);
+    if (d.substitute > 1) throw cli::UsageError("--substitute alpha must be at most 1");
+    if (d.substitute >= 0 && d.mode != dist::Mode::kCache)
+      throw cli::UsageError("--substitute needs --mode cache (it swaps in cached experts)");
     if (d.cache_slots < 0) throw cli::UsageError("--cache-slots must be >= 0");
     if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
       throw cli::UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");

@@ -284,9 +284,13 @@ int cmd_perplexity(int argc, char** argv) {
   po::options_description o("perplexity options");
   std::string text_path, json_path;
   int context = 256;
+  bool token_by_token = false;
   EngineArgs ea;
   ea.add(o);
   o.add_options()("text", po::value(&text_path)->required(), "UTF-8 text file")(
+      "token-by-token", po::bool_switch(&token_by_token),
+      "score each window one token per forward step, as decoding runs (what decode-only behaviour such as "
+      "--substitute changes)")(
       "context", po::value(&context)->default_value(256), "tokens per window (non-overlapping windows)")(
       "json", po::value(&json_path), "also write the result as JSON");
   po::variables_map vm;
@@ -313,24 +317,27 @@ int cmd_perplexity(int argc, char** argv) {
   const std::vector<int32_t> ids = tok.encode(text, false);
   ODMOE_CHECK(ids.size() >= 2, kCli, "bad-text", text_path << " holds fewer than 2 tokens", "");
   const auto t0 = Clock::now();
-  const PerplexityResult r = evaluate_perplexity(eng.model(), ids, context);
+  const PerplexityResult r = evaluate_perplexity(eng.model(), ids, context, token_by_token);
   const double secs = seconds_since(t0), mean = r.nll_per_token;
   const size_t n_scored = r.tokens_scored;
+  const nlohmann::json run = eng.finish(ea.trace);  // stops the expert ranks
   std::printf("perplexity %.4f  (%.4f nats/token over %zu predicted tokens, windows of %d, %s weights, %.1f s)\n",
               std::exp(mean), mean, n_scored, context, dtype_name(eng.files().header().weight_dtype), secs);
   if (!json_path.empty()) {
     std::ofstream f(json_path);
     ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << json_path, "check the path");
-    f << nlohmann::json{{"model", model_dir},
-                        {"text", text_path},
-                        {"weight_dtype", dtype_name(eng.files().header().weight_dtype)},
-                        {"context", context},
-                        {"tokens_scored", n_scored},
-                        {"nll_per_token", mean},
-                        {"perplexity", std::exp(mean)},
-                        {"seconds", secs}}
-                .dump(2)
-      << "\n";
+    nlohmann::json j{{"model", model_dir},
+                     {"text", text_path},
+                     {"weight_dtype", dtype_name(eng.files().header().weight_dtype)},
+                     {"context", context},
+                     {"token_by_token", token_by_token},
+                     {"engine", eng.describe()},
+                     {"tokens_scored", n_scored},
+                     {"nll_per_token", mean},
+                     {"perplexity", std::exp(mean)},
+                     {"seconds", secs}};
+    for (const auto& [key, value] : run.items()) j[key] = value;
+    f << j.dump(2) << "\n";
   }
   return 0;
 }

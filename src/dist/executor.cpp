@@ -1,6 +1,7 @@
 // Main's side of the distributed runtime: turns predictions and routing decisions into
 // LOAD/COMPUTE/DROP commands, collects RESULTs and combines them in routing order.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -50,6 +51,8 @@ DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const Mod
       ledger_(files.config().n_layer, files.config().n_expert, sched.n_groups() - 1) {
   n_slots_ = worker_slots(sched, opts);
   n_cache_ = cache_slots(sched, opts);
+  norm_topk_ = files.config().norm_topk_prob;
+  score_avg_.assign(static_cast<size_t>(n_layer_) * static_cast<size_t>(n_expert_), 0.0f);
   cache_.assign(static_cast<size_t>(comm.size()), std::vector<CacheEntry>(static_cast<size_t>(n_cache_)));
   slots_.assign(static_cast<size_t>(comm.size()), std::vector<SlotState>(static_cast<size_t>(n_slots_)));
   dispatched_.assign(static_cast<size_t>(2 * n_layer_), false);
@@ -250,8 +253,13 @@ Placement DistributedExpertExecutor::cache_place(int layer, int e, bool* hit, bo
       break;
     }
     const CacheEntry* v = victim >= 0 ? &c[static_cast<size_t>(victim)] : nullptr;
-    const bool better = !v || (opts_.cache_lfu ? (x.uses < v->uses || (x.uses == v->uses && x.last_use < v->last_use))
-                                               : x.last_use < v->last_use);
+    auto score = [&](const CacheEntry& y) {
+      return score_avg_[static_cast<size_t>(y.layer) * static_cast<size_t>(n_expert_) + static_cast<size_t>(y.expert)];
+    };
+    const bool better =
+        !v || (opts_.cache_by_score ? (score(x) < score(*v) || (score(x) == score(*v) && x.last_use < v->last_use))
+               : opts_.cache_lfu    ? (x.uses < v->uses || (x.uses == v->uses && x.last_use < v->last_use))
+                                    : x.last_use < v->last_use);
     if (better) victim = s;
   }
   if (victim < 0 && optional) return {};
@@ -264,6 +272,52 @@ Placement DistributedExpertExecutor::cache_place(int layer, int e, bool* hit, bo
   v = {layer, e, ++use_clock_, 0};
   send_load(layer, e, {rank, victim});
   return {rank, victim};
+}
+
+bool DistributedExpertExecutor::is_cached(int layer, int e) const {
+  if (plan_[ring(step_, layer)].count(e)) return true;  // prefetched for this layer (maybe still loading)
+  const int rank = sched_.worker_rank(sched_.group_of_layer(layer), (e + layer) % sched_.group_size());
+  for (const CacheEntry& x : cache_[static_cast<size_t>(rank)])
+    if (x.layer == layer && x.expert == e) return true;
+  return false;
+}
+
+void DistributedExpertExecutor::adjust_routing(int layer, const float* logits, size_t n, size_t k, int32_t* ids,
+                                               float* weights) {
+  if (!caching() || prefill_ || n != 1) return;
+  const size_t E = static_cast<size_t>(n_expert_);
+  probs_.resize(E);
+  const float mx = *std::max_element(logits, logits + E);
+  float sum = 0;
+  for (size_t e = 0; e < E; ++e) sum += (probs_[e] = std::exp(logits[e] - mx));
+  for (float& p : probs_) p /= sum;
+  float* avg = &score_avg_[static_cast<size_t>(layer) * E];
+  for (size_t e = 0; e < E; ++e) avg[e] = 0.9f * avg[e] + 0.1f * probs_[e];
+  if (opts_.substitute < 0 || k >= E) return;
+  // S_{k+1}: the best score not selected.
+  float s_next = 0;
+  for (size_t e = 0; e < E; ++e)
+    if (std::find(ids, ids + k, static_cast<int32_t>(e)) == ids + k) s_next = std::max(s_next, probs_[e]);
+  const auto a = static_cast<float>(opts_.substitute);
+  bool changed = false;
+  for (size_t j = 0; j < k; ++j) {
+    const int e = ids[j];
+    if (probs_[static_cast<size_t>(e)] >= (1 + a) * s_next || is_cached(layer, e)) continue;
+    int best = -1;
+    for (size_t c = 0; c < E; ++c) {
+      if (std::find(ids, ids + k, static_cast<int32_t>(c)) != ids + k || probs_[c] < (1 - a) * s_next) continue;
+      if (!is_cached(layer, static_cast<int>(c))) continue;
+      if (best < 0 || probs_[c] > probs_[static_cast<size_t>(best)]) best = static_cast<int>(c);
+    }
+    if (best < 0) continue;
+    ids[j] = best;
+    ++substitutions_;
+    changed = true;
+  }
+  if (!changed) return;
+  float total = 0;
+  for (size_t j = 0; j < k; ++j) total += probs_[static_cast<size_t>(ids[j])];
+  for (size_t j = 0; j < k; ++j) weights[j] = probs_[static_cast<size_t>(ids[j])] / (norm_topk_ ? total : 1.0f);
 }
 
 void DistributedExpertExecutor::dispatch_prefill_layer(int layer) {
@@ -511,7 +565,9 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   j["ranks"] = ranks;
   if (caching()) {
     j["cache"] = {{"slots_per_rank", n_cache_},
-                  {"policy", opts_.cache_lfu ? "lfu" : "lru"},
+                  {"policy", opts_.cache_by_score ? "score" : opts_.cache_lfu ? "lfu" : "lru"},
+                  {"substitute_alpha", opts_.substitute},
+                  {"substitutions", substitutions_},
                   {"decode_experts_needed", cache_needed_},
                   {"loaded_after_routing", cache_misses_},
                   {"hit_rate", cache_needed_ ? 1.0 - static_cast<double>(cache_misses_) / static_cast<double>(cache_needed_) : 0.0},

@@ -392,6 +392,7 @@ void Model::moe(int l, const float* h, size_t n, float* out) {
   route_ids_.resize(n * k);
   route_w_.resize(n * k);
   route(cfg_, router_logits_.data(), n, route_ids_.data(), route_w_.data());
+  experts_.adjust_routing(l, router_logits_.data(), n, k, route_ids_.data(), route_w_.data());
   routing_[static_cast<size_t>(l)] = route_ids_;
   experts_.submit(l, h, n, k, route_ids_.data(), route_w_.data());
   if (cfg_.n_ff_shared > 0) {

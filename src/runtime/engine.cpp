@@ -160,7 +160,8 @@ std::string Engine::describe() const {
                   " node" + (comm_->n_nodes() > 1 ? "s" : "");
   if (d.mode == dist::Mode::kCache)
     s += ", " + std::to_string(dist::cache_slots(*sched_, d)) + " cache slots per expert rank (" +
-         (d.cache_lfu ? "lfu" : "lru") + ")";
+         (d.cache_by_score ? "score" : d.cache_lfu ? "lfu" : "lru") + ")" +
+         (d.substitute >= 0 ? ", substitution alpha " + std::to_string(d.substitute) : "");
   if (d.mode != dist::Mode::kResident)
     s += ", predictor " + d.predictor + (d.predictor_rank >= 0 ? " on rank " + std::to_string(d.predictor_rank) : "");
   if (d.load_gbps > 0) s += ", link emulated at " + std::to_string(d.load_gbps) + " Gbit/s per expert rank";

@@ -7,7 +7,7 @@
 
 namespace odmoe {
 
-PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& ids, int context) {
+PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& ids, int context, bool token_by_token) {
   ODMOE_CHECK(context >= 2 && context <= model.n_ctx(), kCli, "bad-option",
               "the perplexity window must be between 2 and the context (" << model.n_ctx() << "), got " << context, "");
   ODMOE_CHECK(ids.size() >= 2, kCli, "bad-text", "perplexity needs at least 2 tokens", "");
@@ -19,7 +19,16 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& i
     const size_t len = std::min(static_cast<size_t>(context), ids.size() - start);
     if (len < 2) break;
     model.reset();
-    model.forward(&ids[start], len, true, &logits);
+    if (token_by_token) {
+      std::vector<float> one;
+      logits.resize(len * V);
+      for (size_t t = 0; t < len; ++t) {
+        model.forward(&ids[start + t], 1, false, &one);
+        std::copy(one.begin(), one.end(), logits.begin() + static_cast<long>(t * V));
+      }
+    } else {
+      model.forward(&ids[start], len, true, &logits);
+    }
     for (size_t t = 0; t + 1 < len; ++t) {
       const float* lg = &logits[t * V];
       const float mx = *std::max_element(lg, lg + V);

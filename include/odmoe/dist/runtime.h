@@ -41,6 +41,8 @@ struct DistOptions {
   int predictor_rank = -1;         // >= 0: the shadow runs on this rank (the last one), not on main
   int cache_slots = 0;             // cache mode: experts each expert rank keeps (0: a quarter of its share)
   bool cache_lfu = false;          // cache mode: evict the least frequently (else least recently) used
+  bool cache_by_score = false;     // cache mode: evict the lowest recent average gate score (with substitution)
+  double substitute = -1;          // cache mode, >= 0: importance-driven substitution with this alpha
   std::string routing_trace;       // oracle: a trace from --save-routing
   ShadowOptions shadow;            // shadow: dtype, alignment, departure
   int groups = 0;                  // 0: Schedule::default_groups
@@ -84,6 +86,10 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // as gate-ahead, can only be made once the model exists.
   void set_predictor(std::unique_ptr<Predictor> p) { predictor_ = std::move(p); }
   void begin_forward(const int32_t* tokens, size_t n, int pos) override;
+  // Cache mode with --substitute: a selected expert that is not cached and scores below
+  // (1+alpha)*S_{k+1} is replaced by the best cached unselected expert scoring at least
+  // (1-alpha)*S_{k+1} (S_{k+1}: the best unselected score); weights follow the new set.
+  void adjust_routing(int layer, const float* router_logits, size_t n, size_t k, int32_t* ids, float* weights) override;
   void submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) override;
   void collect(float* out) override;
   // Stops every worker and gathers their statistics: {"ranks": [...], "predictor": {...},
@@ -167,6 +173,11 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   };
   std::vector<std::vector<CacheEntry>> cache_;  // [rank][slot < n_cache_]
   int n_cache_ = 0;
+  bool norm_topk_ = false;
+  std::vector<float> score_avg_;  // [layer * E + e]: recent average gate score (decode)
+  std::vector<float> probs_;
+  uint64_t substitutions_ = 0;
+  bool is_cached(int layer, int e) const;
   uint64_t use_clock_ = 0, cache_needed_ = 0, cache_misses_ = 0, cache_evictions_ = 0, cache_prefetches_ = 0;
 
   // Statistics.

@@ -27,6 +27,12 @@ class ExpertExecutor {
   // The input tokens of the next forward step (the prompt, then one token per step), at
   // positions [pos, pos + n).
   virtual void begin_forward(const int32_t* tokens, size_t n, int pos) { (void)tokens, (void)n, (void)pos; }
+  // May change a layer's routing before it is used (cache mode's expert substitution): ids
+  // and weights [n, k] as route() made them from router_logits [n, n_expert].
+  virtual void adjust_routing(int layer_idx, const float* router_logits, size_t n, size_t k, int32_t* ids,
+                              float* weights) {
+    (void)layer_idx, (void)router_logits, (void)n, (void)k, (void)ids, (void)weights;
+  }
   // h: [n, n_embd] (the post-attention-normed hidden states); ids, weights: [n, k] routing.
   // The pointers stay valid until collect().
   virtual void submit(int layer_idx, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) = 0;

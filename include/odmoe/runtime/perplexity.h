@@ -15,6 +15,10 @@ struct PerplexityResult {
   size_t tokens_scored = 0;
 };
 
-PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& ids, int context);
+// `token_by_token`: each window's first token is a prompt of one, then every next token is
+// its own forward step, as in decoding (what decode-only behaviour, such as expert
+// substitution, changes); otherwise a window is one batched forward.
+PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& ids, int context,
+                                     bool token_by_token = false);
 
 }  // namespace odmoe
