@@ -1,5 +1,7 @@
 #include "bench_common.h"
 
+#include <iostream>
+
 #include <omp.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
@@ -469,6 +471,40 @@ TestMatrix::TestMatrix(DType dtype, size_t rows, size_t cols, uint64_t seed) {
     std::memcpy(data->data() + off, pat.data(), std::min(pat_bytes, data->size() - off));
   scales.assign(dtype_scale_count(dtype, rows, cols), 0.01f);
   view = WeightView{dtype, rows, cols, data->data(), scales.empty() ? nullptr : scales.data()};
+}
+
+bool parse_bench_options(int argc, char** argv, const boost::program_options::options_description& d,
+                         const char* name, const char* usage_args, const char* about) {
+  namespace po = boost::program_options;
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
+  if (vm.count("help")) {
+    std::printf("usage: %s %s\n\n%s\n", name, usage_args, about);
+    std::cout << d << "\n";
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+json finish_run(const char* name, const std::string& command_line, Clock::time_point t_start,
+                const CpuSnapshot* cpu_start, const Machine& m) {
+  const double total_s = since(t_start);
+  json out;
+  out["bench"] = name;
+  out["version"] = ODMOE_VERSION;
+  out["command"] = command_line;
+  out["seconds"] = total_s;
+  std::printf("#\n");
+  if (cpu_start) {
+    const CpuLoad load = cpu_load_since(*cpu_start);
+    print_cpu_load(load);
+    out["cpu_load"] = cpu_load_json(load);
+  }
+  std::printf("# done in %.1f s\n", total_s);
+  std::fflush(stdout);
+  out["machine"] = machine_json(m);
+  return out;
 }
 
 int guarded_main(const char* name, const std::function<int()>& body) {

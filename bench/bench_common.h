@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +49,10 @@ int bench_main(const char* name, int argc, char** argv, Parse parse, Run run) {
     return run(o, command_line);
   });
 }
+// Parses argv into `d`'s options. On --help prints "usage: NAME USAGE_ARGS", `about` and
+// the options, and returns false.
+bool parse_bench_options(int argc, char** argv, const boost::program_options::options_description& d,
+                         const char* name, const char* usage_args, const char* about);
 // Writes `j` (indented) to `path` and says so on stdout; throws odmoe::Error if the file
 // cannot be written.
 void write_json(const std::string& path, const json& j);
@@ -162,6 +167,12 @@ CpuLoad cpu_load_since(const CpuSnapshot& start);
 // "# other processes: 0.01 cores on average, steal 0.00 cores over 31.2 s" (+ a warning line).
 void print_cpu_load(const CpuLoad& l);
 json cpu_load_json(const CpuLoad& l);
+
+// The end of a run that started at `t_start`: prints the footer (the CPU load since
+// `cpu_start` when given, and the total time) and returns the fields every benchmark's JSON
+// starts with: bench, version, command, seconds, (cpu_load,) machine.
+json finish_run(const char* name, const std::string& command_line, Clock::time_point t_start,
+                const CpuSnapshot* cpu_start, const Machine& m);
 
 // ---------------------------------------------------------------------------------------
 // Memory bandwidth

@@ -70,13 +70,6 @@ namespace {
 constexpr const char* kName = "odmoe-bench-decode";
 constexpr double kTarget = 0.75;  // the target: decode reads weights at >= 75% of the read bandwidth
 
-
-// Stored bytes of a tensor (data + scales) in the dtype the model keeps it in.
-uint64_t stored_bytes(const TensorSpec& s, DType weight_dtype) {
-  const DType d = layout::stored_dtype(s, weight_dtype);
-  return WeightView{d, s.rows(), s.cols(), nullptr, nullptr}.bytes();
-}
-
 std::vector<CpuIsa> available_isas() {
   std::vector<CpuIsa> v{CpuIsa::kScalar};
   if (detect_cpu_isa() >= CpuIsa::kAvx2) v.push_back(CpuIsa::kAvx2);
@@ -400,7 +393,7 @@ struct TokenBytes {
 TokenBytes static_token_bytes(const ModelConfig& c, DType dt) {
   TokenBytes b;
   for (const TensorSpec& s : layout::dense_tensor_specs(c)) {
-    const auto by = static_cast<double>(stored_bytes(s, dt));
+    const auto by = static_cast<double>(layout::stored_bytes(s, dt));
     switch (s.kind) {
       case TensorKind::kEmbed: {
         // One row of the table (data + that row's scales), decoded by decode_rows; the
@@ -428,7 +421,7 @@ TokenBytes static_token_bytes(const ModelConfig& c, DType dt) {
 
 uint64_t expert_bytes(const ModelConfig& c, DType dt, int layer, int expert) {
   uint64_t b = 0;
-  for (const TensorSpec& s : layout::expert_tensor_specs(c, layer, expert)) b += stored_bytes(s, dt);
+  for (const TensorSpec& s : layout::expert_tensor_specs(c, layer, expert)) b += layout::stored_bytes(s, dt);
   return b;
 }
 
@@ -806,16 +799,10 @@ bool parse_options(int argc, char** argv, Options* o) {
       "seed", po::value(&o->d.seed)->default_value(o->d.seed), "seed of the synthetic weights and the prompt")(
       "json", po::value(&o->json_path), "also write the results to this JSON file")(
       "keep", po::bool_switch(&o->d.keep), "keep the written models in the bench's subdirectory");
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
-  if (vm.count("help")) {
-    std::printf("usage: %s --work-dir DIR [options]\n\n%s\n", kName,
-                "Measures prefill and decode speed of the CPU backend on a synth model per weight dtype, counts the\n"
-                "weight bytes each decode step reads, and prints the bandwidth achieved next to the machine's.");
-    std::cout << d << "\n";
+  if (!parse_bench_options(argc, argv, d, kName, "--work-dir DIR [options]",
+                           "Measures prefill and decode speed of the CPU backend on a synth model per weight dtype, counts the\n"
+                           "weight bytes each decode step reads, and prints the bandwidth achieved next to the machine's."))
     return false;
-  }
-  po::notify(vm);
   o->dtypes = parse_dtype_list(o->dtypes_s);
   if (!synth_arch_config_json(o->arch)) throw UsageError("--arch must be one of: " + arch_names + " (got '" + o->arch + "')");
   if (o->layers < 1) throw UsageError("--layers must be >= 1");
@@ -855,7 +842,7 @@ int run(const Options& o, const std::string& command_line) {
   uint64_t largest = 0;
   for (const DType dt : o.dtypes) {
     uint64_t b = 0;
-    for (const auto& s : layout::dense_tensor_specs(cfg)) b += stored_bytes(s, dt);
+    for (const auto& s : layout::dense_tensor_specs(cfg)) b += layout::stored_bytes(s, dt);
     for (int l = 0; l < cfg.n_layer; ++l)
       for (int e = 0; e < cfg.n_expert; ++e) b += expert_bytes(cfg, dt, l, e);
     largest = std::max(largest, b);
@@ -934,22 +921,9 @@ int run(const Options& o, const std::string& command_line) {
               "%% [1]read, %% [1]copy: of [1]'s figures from the start of the run; %% kernel: [2]'s matmul alone\n"
               "#  from memory, as a fraction of its own paired read-only sum\n",
               o.d.prefill_iters, o.d.prompt_tokens, o.d.tokens, o.d.threads, lim.wide_isa.c_str(), 100 * kTarget);
-  const double total_s = since(t_start);
-  const CpuLoad load = cpu_load_since(cpu_start);
-  std::printf("#\n");
-  print_cpu_load(load);
-  std::printf("# done in %.1f s\n", total_s);
-  std::fflush(stdout);
-
+  json out = finish_run(kName, command_line, t_start, &cpu_start, m);
   if (!o.json_path.empty()) {
-    json out;
-    out["bench"] = kName;
-    out["version"] = ODMOE_VERSION;
-    out["command"] = command_line;
-    out["seconds"] = total_s;
-    out["cpu_load"] = cpu_load_json(load);
     out["units"] = "GBps = 1e9 bytes/s, MB = 1e6 bytes, times in seconds";
-    out["machine"] = machine_json(m);
     json dts = json::array();
     for (const DType dt : o.dtypes) dts.push_back(dtype_name(dt));
     out["options"] = {{"arch", o.arch},

@@ -581,16 +581,10 @@ bool parse_options(int argc, char** argv, Options* o) {
       "warmup", po::value(&o->warmup)->default_value(o->warmup), "untimed iterations before them")(
       "seed", po::value(&o->seed)->default_value(o->seed), "seed of the test matrices")(
       "json", po::value(&o->json_path), "also write the results to this JSON file");
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
-  if (vm.count("help")) {
-    std::printf("usage: %s [options]\n\n%s\n", kName,
-                "Times the CPU backend's one-token matmul per ISA and candidate kernels, in L2 (compute ceiling)\n"
-                "and from memory next to a paired read-only sum over the same bytes.");
-    std::cout << d << "\n";
+  if (!parse_bench_options(argc, argv, d, kName, "[options]",
+                           "Times the CPU backend's one-token matmul per ISA and candidate kernels, in L2 (compute ceiling)\n"
+                           "and from memory next to a paired read-only sum over the same bytes."))
     return false;
-  }
-  po::notify(vm);
   o->dtypes = parse_dtype_list(o->dtypes_s);
   if (o->cols < 32) throw UsageError("--cols must be >= 32");
   if (o->mem_mib < 16) throw UsageError("--mem-mib must be >= 16");
@@ -630,21 +624,8 @@ int run(const Options& o, const std::string& command_line) {
               "compute-bound\n#  read GB/s: the paired read-only sum (SSE2 loads); %% read, %% wide: median over the "
               "iterations of matmul GB/s / paired read GB/s,\n#  with the read-only sum and with the %s one\n",
               o.threads, sum_words_wide_isa());
-  const double total_s = since(t_start);
-  const CpuLoad load = cpu_load_since(cpu_start);
-  std::printf("#\n");
-  print_cpu_load(load);
-  std::printf("# done in %.1f s\n", total_s);
-  std::fflush(stdout);
-
+  json out = finish_run(kName, command_line, t_start, &cpu_start, m);
   if (!o.json_path.empty()) {
-    json out;
-    out["bench"] = kName;
-    out["version"] = ODMOE_VERSION;
-    out["command"] = command_line;
-    out["seconds"] = total_s;
-    out["cpu_load"] = cpu_load_json(load);
-    out["machine"] = machine_json(m);
     json dts = json::array();
     for (const DType dt : o.dtypes) dts.push_back(dtype_name(dt));
     out["options"] = {{"cols", o.cols},       {"mem_mib", o.mem_mib}, {"dtypes", dts},     {"threads", o.threads},

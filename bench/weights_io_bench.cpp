@@ -890,16 +890,10 @@ bool parse_options(int argc, char** argv, Options* o) {
       "seed", po::value(&o->seed)->default_value(o->seed), "seed of the synthetic weights and the expert order")(
       "json", po::value(&o->json_path), "also write the results to this JSON file")(
       "keep", po::bool_switch(&o->keep), "keep the bench's subdirectory (checkpoint, model) for inspection");
-  po::variables_map vm;
-  po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
-  if (vm.count("help")) {
-    std::printf("usage: %s --work-dir DIR [options]\n\n%s\n", kName,
-                "Measures memory and disk bandwidth, HF -> odmoe conversion throughput and per-expert read latency\n"
-                "in one run, and prints each figure next to the limit it could reach.");
-    std::cout << d << "\n";
+  if (!parse_bench_options(argc, argv, d, kName, "--work-dir DIR [options]",
+                           "Measures memory and disk bandwidth, HF -> odmoe conversion throughput and per-expert read latency\n"
+                           "in one run, and prints each figure next to the limit it could reach."))
     return false;
-  }
-  po::notify(vm);
   const auto dt = parse_dtype(dtype_s);
   if (!dt) throw UsageError("--dtype must be one of f32, bf16, f16, int8, int4 (got '" + dtype_s + "')");
   o->dtype = *dt;
@@ -977,18 +971,9 @@ int run(const Options& o, const std::string& command_line) {
   const ExpertResult ex = bench_experts(model_dir, o.experts, o.seed, m.llc_bytes);
   print_experts(ex, disk, mem, cfg, o.dtype);
 
-  const double total_s = since(t_start);
-  std::printf("#\n# done in %.1f s\n", total_s);
-  std::fflush(stdout);
-
+  json out = finish_run(kName, command_line, t_start, nullptr, m);
   if (!o.json_path.empty()) {
-    json out;
-    out["bench"] = kName;
-    out["version"] = ODMOE_VERSION;
-    out["command"] = command_line;
-    out["seconds"] = total_s;
     out["units"] = "GBps = 1e9 bytes/s, MBps = 1e6 bytes/s, times in seconds unless named _ms";
-    out["machine"] = machine_json(m);
     out["options"] = {{"arch", o.arch},       {"layers", o.layers},   {"dtype", dtype_name(o.dtype)},
                       {"iters", o.iters},     {"warmup", o.warmup},   {"experts", o.experts},
                       {"mem_mib", o.mem_mib}, {"disk_mib", o.disk_mib}, {"seed", o.seed}};

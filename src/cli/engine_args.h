@@ -94,9 +94,8 @@ struct EngineArgs {
     else throw cli::UsageError("--progress-thread must be auto, on or off");
     if (store_ranks != "node" && store_ranks != "all") throw cli::UsageError("--store-ranks must be node or all");
     d.store.every_worker_stores = store_ranks == "all";
-    if (d.predictor != "none" && d.predictor != "oracle" && d.predictor != "previous" && d.predictor != "random" &&
-        d.predictor != "gate-ahead" && d.predictor != "shadow")
-      throw cli::UsageError("--predictor must be none, shadow, oracle, previous, random or gate-ahead");
+    if (!dist::is_predictor_name(d.predictor))
+      throw cli::UsageError(std::string("--predictor must be ") + dist::kPredictorNames);
     if (departure != "early" && departure != "late") throw cli::UsageError("--shadow-departure must be early or late");
     d.shadow.early_departure = departure == "early";
     if (miss_policy != "wait" && miss_policy != "cpu") throw cli::UsageError("--miss-policy must be wait or cpu");

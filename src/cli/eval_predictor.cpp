@@ -81,9 +81,8 @@ std::vector<Spec> parse_specs(const std::string& s) {
       sp.shadow_dtype = item.substr(colon + 1);
       if (sp.predictor != "shadow") throw UsageError("--predictors: only shadow takes a :DTYPE, not '" + item + "'");
     }
-    if (sp.predictor != "shadow" && sp.predictor != "gate-ahead" && sp.predictor != "previous" &&
-        sp.predictor != "random" && sp.predictor != "oracle" && sp.predictor != "none")
-      throw UsageError("--predictors: unknown predictor '" + sp.predictor + "'");
+    if (!dist::is_predictor_name(sp.predictor))
+      throw UsageError("--predictors: unknown predictor '" + sp.predictor + "' (" + dist::kPredictorNames + ")");
     out.push_back(sp);
   }
   if (out.empty()) throw UsageError("--predictors is empty");

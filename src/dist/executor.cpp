@@ -54,7 +54,6 @@ DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const Mod
   norm_topk_ = files.config().norm_topk_prob;
   score_avg_.assign(static_cast<size_t>(n_layer_) * static_cast<size_t>(n_expert_), 0.0f);
   cache_.assign(static_cast<size_t>(comm.size()), std::vector<CacheEntry>(static_cast<size_t>(n_cache_)));
-  slots_.assign(static_cast<size_t>(comm.size()), std::vector<SlotState>(static_cast<size_t>(n_slots_)));
   dispatched_.assign(static_cast<size_t>(2 * n_layer_), false);
   plan_.resize(static_cast<size_t>(2 * n_layer_));
   group_next_.assign(static_cast<size_t>(sched.n_groups()), 0);
@@ -72,7 +71,6 @@ void DistributedExpertExecutor::send_load(int layer, int expert, Placement p) {
   h.slot = p.slot;
   h.seq = ++seq_;
   out_.send(p.rank, kTagCmd, h);
-  slot(p) = {layer, expert};
   ++loads_;
 }
 
@@ -82,7 +80,6 @@ void DistributedExpertExecutor::send_drop(Placement p) {
   h.slot = p.slot;
   h.seq = ++seq_;
   out_.send(p.rank, kTagCmd, h);
-  slot(p) = {};
 }
 
 void DistributedExpertExecutor::start() {
@@ -163,8 +160,9 @@ void DistributedExpertExecutor::publish(const Prediction& p) {
   if (p.step == step_ && (prefill_ || p.layer < layers_done_)) return;  // moot or too late
   if (p.step == step_ && p.layer == cur_layer_) return;                    // routed already
   if (!ledger_.publish(p, sched_.decode_capacity())) return;
-  trace_.add("prediction S" + std::to_string(p.step) + " L" + std::to_string(p.layer), "predict", kStreamStep, p.time,
-             p.time, {{"experts", p.experts}});
+  if (trace_.enabled())  // (the arguments cost a JSON array per prediction)
+    trace_.add("prediction S" + std::to_string(p.step) + " L" + std::to_string(p.layer), "predict", kStreamStep, p.time,
+               p.time, {{"experts", p.experts}});
   // Loads already out for this layer follow the new prediction.
   if (dispatched_[ring(p.step, p.layer)]) dispatch(p.step, p.layer);
   pump();
@@ -235,8 +233,7 @@ bool DistributedExpertExecutor::pinned(Placement p) const {
 }
 
 Placement DistributedExpertExecutor::cache_place(int layer, int e, bool* hit, bool optional) {
-  const int g = sched_.group_of_layer(layer), S = sched_.group_size();
-  const int rank = sched_.worker_rank(g, (e + layer) % S);
+  const int rank = cache_home(layer, e);
   auto& c = cache_[static_cast<size_t>(rank)];
   for (int s = 0; s < n_cache_; ++s)
     if (c[static_cast<size_t>(s)].layer == layer && c[static_cast<size_t>(s)].expert == e) {
@@ -276,8 +273,7 @@ Placement DistributedExpertExecutor::cache_place(int layer, int e, bool* hit, bo
 
 bool DistributedExpertExecutor::is_cached(int layer, int e) const {
   if (plan_[ring(step_, layer)].count(e)) return true;  // prefetched for this layer (maybe still loading)
-  const int rank = sched_.worker_rank(sched_.group_of_layer(layer), (e + layer) % sched_.group_size());
-  for (const CacheEntry& x : cache_[static_cast<size_t>(rank)])
+  for (const CacheEntry& x : cache_[static_cast<size_t>(cache_home(layer, e))])
     if (x.layer == layer && x.expert == e) return true;
   return false;
 }
@@ -501,10 +497,7 @@ void DistributedExpertExecutor::collect(float* out) {
   if (loads_on_demand()) {
     // The layer's slots were freed by the last COMPUTE of each expert (cache mode: the
     // experts stay, no longer pinned).
-    auto& plan = plan_[ring(step_, layer)];
-    if (!caching() || prefill_)
-      for (const auto& [e, p] : plan) slot(p) = {};
-    plan.clear();
+    plan_[ring(step_, layer)].clear();
     if (prefill_) {
       dispatch_prefill_layer(layer + 2);
       if (layer + 1 == n_layer_)  // decode starts: group g's next layer is layer g of the next step

@@ -18,6 +18,10 @@ void PredictionSink::publish(int step, int layer, std::vector<int32_t> experts) 
   publish(Prediction{step, layer, std::move(experts), now_s()});
 }
 
+bool is_predictor_name(const std::string& n) {
+  return n == "none" || n == "shadow" || n == "oracle" || n == "previous" || n == "random" || n == "gate-ahead";
+}
+
 std::vector<int32_t> rank_experts(const float* logits, int n_expert, int count) {
   count = std::clamp(count, 0, n_expert);
   std::vector<int32_t> order(static_cast<size_t>(n_expert));

@@ -59,15 +59,11 @@ struct Cancelled {};
 uint64_t model_weight_bytes(const ModelFiles& files) {
   const ModelConfig& c = files.config();
   const DType wd = files.header().weight_dtype;
-  auto bytes = [&](const layout::TensorSpec& s) {
-    const DType d = layout::stored_dtype(s, wd);
-    return dtype_data_bytes(d, s.rows(), s.cols()) + dtype_scale_count(d, s.rows(), s.cols()) * sizeof(float);
-  };
   uint64_t b = 0;
-  for (const auto& s : layout::dense_tensor_specs(c)) b += bytes(s);
+  for (const auto& s : layout::dense_tensor_specs(c)) b += layout::stored_bytes(s, wd);
   for (int l = 0; l < c.n_layer; ++l)
     for (int e = 0; e < c.n_expert; ++e)
-      for (const auto& s : layout::expert_tensor_specs(c, l, e)) b += bytes(s);
+      for (const auto& s : layout::expert_tensor_specs(c, l, e)) b += layout::stored_bytes(s, wd);
   return b;
 }
 

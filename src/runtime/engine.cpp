@@ -56,7 +56,7 @@ std::unique_ptr<dist::Predictor> make_predictor(const dist::DistOptions& d, cons
     return dist::make_shadow_predictor(files, model, model.n_ctx(), so);
   }
   ODMOE_THROW(kCli, "bad-option", "--predictor " << name << " is not available",
-              "choose none, oracle, previous, random, gate-ahead or shadow");
+              std::string("choose ") + dist::kPredictorNames);
 }
 
 }  // namespace

@@ -129,4 +129,9 @@ DType stored_dtype(const TensorSpec& s, DType weight_dtype) {
   return weight_dtype;
 }
 
+uint64_t stored_bytes(const TensorSpec& s, DType weight_dtype) {
+  const DType d = stored_dtype(s, weight_dtype);
+  return dtype_data_bytes(d, s.rows(), s.cols()) + dtype_scale_count(d, s.rows(), s.cols()) * sizeof(float);
+}
+
 }  // namespace odmoe::layout

@@ -84,6 +84,10 @@ struct RoutingTrace {
   static RoutingTrace load(const std::string& path);  // throws odmoe::Error with the reason
 };
 
+// The names --predictor accepts: none, shadow, oracle, previous, random, gate-ahead.
+bool is_predictor_name(const std::string& name);
+inline constexpr const char* kPredictorNames = "none, shadow, oracle, previous, random or gate-ahead";
+
 // `none`: publishes nothing; every expert is loaded after routing (a miss).
 std::unique_ptr<Predictor> make_none_predictor();
 // `oracle`: publishes, at the start of each step, the recorded experts of every layer of

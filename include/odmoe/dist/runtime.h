@@ -99,9 +99,6 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   const Schedule& schedule() const { return sched_; }
 
  private:
-  struct SlotState {
-    int layer = -1, expert = -1;
-  };
   struct Pending {
     int rank, expert;
     std::vector<size_t> pairs;  // indices t*k + j this chunk answers
@@ -113,7 +110,6 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   void send_load(int layer, int expert, Placement p);
   void send_drop(Placement p);
   void dispatch_prefill_layer(int layer);
-  SlotState& slot(Placement p) { return slots_[static_cast<size_t>(p.rank)][static_cast<size_t>(p.slot)]; }
   // Decode layers are numbered over steps: layer l of step s is s*L + l.
   int64_t global(int step, int layer) const { return static_cast<int64_t>(step) * n_layer_ + layer; }
   int64_t next_of_group(int64_t gl) const;  // the next layer the same group computes
@@ -131,6 +127,9 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // layer in flight needs, unless it is cached already. `hit`: it was. `optional` (a
   // prefetch): rank -1 when every slot is needed, instead of an error.
   Placement cache_place(int layer, int e, bool* hit, bool optional = false);
+  int cache_home(int layer, int e) const {  // spreads a layer's experts over its group
+    return sched_.worker_rank(sched_.group_of_layer(layer), (e + layer) % sched_.group_size());
+  }
   bool pinned(Placement p) const;
 
   const Comm& comm_;
@@ -142,7 +141,6 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   TraceRecorder trace_;
   int n_embd_, n_layer_, n_expert_;
   int n_slots_;
-  std::vector<std::vector<SlotState>> slots_;  // [rank][slot]; rank 0 unused
 
   // Predictions and loads of the current step and the next ([step & 1][layer]).
   PredictionLedger ledger_;

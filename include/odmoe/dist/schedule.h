@@ -59,7 +59,6 @@ class Schedule {
   // The same in a given bank (0 <= bank < lookahead): a runtime that keeps a group's layers
   // in flight across forward steps numbers its banks by the group's round, not the layer.
   Placement decode_place(int layer, int j, int bank) const;
-  int extra() const { return extra_; }
 
   // Prefill: slots per worker per layer bank, and the place of expert e of `layer` (bank
   // layer mod 2, so consecutive layers never share a slot).

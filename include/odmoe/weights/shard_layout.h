@@ -99,5 +99,7 @@ int expert_shard_of(const ModelConfig& cfg, int layer_idx, int expert_idx, int n
 // Dtype a tensor is stored in when the model's matrices are `weight_dtype`. Norms, biases,
 // routers and the shared-expert gate stay f32: they are tiny and routing is sensitive to them.
 DType stored_dtype(const TensorSpec& spec, DType weight_dtype);
+// Bytes the tensor is stored in (data and quantization scales) in that dtype.
+uint64_t stored_bytes(const TensorSpec& spec, DType weight_dtype);
 
 }  // namespace odmoe::layout
