@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 #include <string>
+#include <vector>
 
 #include "odmoe/core/cli.h"
 #include "odmoe/runtime/engine.h"
@@ -18,27 +19,33 @@ struct EngineArgs {
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
   std::string departure = "early", miss_policy = "wait", cache_policy = "auto";
 
-  void add(po::options_description& o) {
+  // `per_run`: also the options `odmoe bench` varies from run to run (--mode, --predictor,
+  // --groups, --substitute); bench defines its own list-valued ones instead.
+  void add(po::options_description& o, bool per_run = true) {
     dist::DistOptions& d = eo.dist;
     o.add_options()("model", po::value(&eo.model_dir)->required(), "converted model directory (odmoe-weights convert)")(
         "threads", po::value(&eo.threads)->default_value(0), "CPU threads per rank (0: the node's cores shared by its ranks)")(
         "n-ctx", po::value(&eo.n_ctx)->default_value(0), "context length (0: the model's maximum)");
     po::options_description dd("distributed options (mpirun -np N, N >= 2: rank 0 main, ranks 1..N-1 expert ranks)");
-    dd.add_options()("mode", po::value(&mode)->default_value(mode),
-                     "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped "
-                     "after; cache: each expert rank keeps --cache-slots experts, prefetched by --predictor")(
+    if (per_run)
+      dd.add_options()("mode", po::value(&mode)->default_value(mode),
+                       "resident: experts stay in the expert ranks' memory; on-demand: loaded just before use, dropped "
+                       "after; cache: each expert rank keeps --cache-slots experts, prefetched by --predictor")(
+          "substitute", po::value(&d.substitute)->default_value(-1.0),
+          "cache: importance-driven substitution with this alpha (0..1; arXiv 2508.18983): a selected expert that is "
+          "not cached and scores below (1+alpha)*S_k+1 is replaced by a cached one scoring at least (1-alpha)*S_k+1. "
+          "Changes the output; < 0: off")(
+          "predictor", po::value(&d.predictor)->default_value(d.predictor),
+          "on-demand: none (load after routing) | shadow (a quantized copy of the model running ahead) | oracle "
+          "(replay --routing-trace) | previous (the last token's experts) | random | gate-ahead (later layers' "
+          "routers on the current hidden state). In one process a predictor is only accounted (recall, lead)")(
+          "groups", po::value(&d.groups)->default_value(0),
+          "G groups of expert ranks; layer l served by group l mod G (0: auto)");
+    dd.add_options()(
         "cache-slots", po::value(&d.cache_slots)->default_value(0),
         "cache: experts each expert rank keeps (0: a quarter of the experts its group serves)")(
         "cache-policy", po::value(&cache_policy)->default_value(cache_policy),
         "cache: evict lru | lfu | score (lowest recent average gate score); auto: score with --substitute, else lru")(
-        "substitute", po::value(&d.substitute)->default_value(-1.0),
-        "cache: importance-driven substitution with this alpha (0..1; arXiv 2508.18983): a selected expert that is "
-        "not cached and scores below (1+alpha)*S_k+1 is replaced by a cached one scoring at least (1-alpha)*S_k+1. "
-        "Changes the output; < 0: off")(
-        "predictor", po::value(&d.predictor)->default_value(d.predictor),
-        "on-demand: none (load after routing) | shadow (a quantized copy of the model running ahead) | oracle "
-        "(replay --routing-trace) | previous (the last token's experts) | random | gate-ahead (later layers' "
-        "routers on the current hidden state). In one process a predictor is only accounted (recall, lead)")(
         "gate-ahead-depth", po::value(&d.gate_ahead_depth)->default_value(0),
         "gate-ahead: layers to look ahead (0: groups - 1, at least 1: what hides loads)")(
         "shadow-dtype", po::value(&d.shadow.dtype)->default_value(d.shadow.dtype),
@@ -63,7 +70,6 @@ struct EngineArgs {
         "predict-extra", po::value(&d.predict_extra)->default_value(0),
         "shadow, gate-ahead: also load the next N most likely experts (spare decode slots are added for them)")(
         "routing-trace", po::value(&d.routing_trace), "oracle: a trace recorded with generate --save-routing")(
-        "groups", po::value(&d.groups)->default_value(0), "G groups of expert ranks; layer l served by group l mod G (0: auto)")(
         "lookahead", po::value(&d.lookahead)->default_value(1),
         "on-demand decode: layers a group may load ahead (1: the paper's schedule; 2+: more slots, earlier loads)")(
         "placement", po::value(&placement)->default_value(placement),
@@ -82,6 +88,11 @@ struct EngineArgs {
         "expert store progress thread: auto (when the job spans nodes) | on | off")(
         "trace", po::value(&trace), "write a Chrome/Perfetto trace-event file (one track per rank)");
     o.add(dd);
+  }
+  // The eviction rule --cache-policy gives, with the current --substitute.
+  void set_cache_policy() {
+    eo.dist.cache_lfu = cache_policy == "lfu";
+    eo.dist.cache_by_score = cache_policy == "score" || (cache_policy == "auto" && eo.dist.substitute >= 0);
   }
   // Checks the values and fills the enums; UsageError on a bad one.
   void finalize() {
@@ -102,8 +113,7 @@ struct EngineArgs {
     d.miss_on_host = miss_policy == "cpu";
     if (cache_policy != "auto" && cache_policy != "lru" && cache_policy != "lfu" && cache_policy != "score")
       throw cli::UsageError("--cache-policy must be auto, lru, lfu or score");
-    d.cache_lfu = cache_policy == "lfu";
-    d.cache_by_score = cache_policy == "score" || (cache_policy == "auto" && d.substitute >= 0);
+    set_cache_policy();
     if (d.substitute > 1) throw cli::UsageError("--substitute alpha must be at most 1");
     if (d.substitute >= 0 && d.mode != dist::Mode::kCache)
       throw cli::UsageError("--substitute needs --mode cache (it swaps in cached experts)");
@@ -124,7 +134,15 @@ struct EngineArgs {
   }
 };
 
+// Prompts from a JSON Lines file: {"prompt": "..."} (or {"text": ...}, or a bare JSON
+// string) per line; at most `limit`. Bad lines are errors naming the line.
+std::vector<std::string> read_prompts(const std::string& path, size_t limit);
+// The bundled model's held-out prompts ("" when none was found at build time).
+const char* default_prompts_path();
+
 // `odmoe eval-predictor` (eval_predictor.cpp).
 int cmd_eval_predictor(int argc, char** argv);
+// `odmoe bench` (bench.cpp): the paper's protocol over a list of configurations.
+int cmd_bench(int argc, char** argv);
 
 }  // namespace odmoe::cli

@@ -24,15 +24,14 @@
 
 namespace odmoe::cli {
 
-namespace {
-
+const char* default_prompts_path() {
 #ifdef ODMOE_BUNDLED_PROMPTS
-constexpr const char* kDefaultPrompts = ODMOE_BUNDLED_PROMPTS;
+  return ODMOE_BUNDLED_PROMPTS;
 #else
-constexpr const char* kDefaultPrompts = "";
+  return "";
 #endif
+}
 
-// JSON Lines: {"prompt": "..."} (or {"text": ...}, or a bare JSON string) per line.
 std::vector<std::string> read_prompts(const std::string& path, size_t limit) {
   std::ifstream f(path);
   ODMOE_CHECK(f.good(), kIo, "open", "cannot read --prompts " << path,
@@ -63,6 +62,8 @@ std::vector<std::string> read_prompts(const std::string& path, size_t limit) {
   ODMOE_CHECK(!out.empty(), kConfig, "bad-prompts", path << " holds no prompts", "");
   return out;
 }
+
+namespace {
 
 struct Spec {
   std::string label, predictor, shadow_dtype;
@@ -99,7 +100,7 @@ std::string fmt_pct(double x) {
 
 int cmd_eval_predictor(int argc, char** argv) {
   po::options_description o("eval-predictor options");
-  std::string prompts_path = kDefaultPrompts, specs_s = "shadow:f16,shadow:int8,shadow:int4,gate-ahead,previous,random";
+  std::string prompts_path = default_prompts_path(), specs_s = "shadow:f16,shadow:int8,shadow:int4,gate-ahead,previous,random";
   std::string json_path;
   int tokens = 256, limit = 100;
   SamplerConfig sc;

@@ -47,6 +47,7 @@ constexpr const char* kUsage =
     "  logits       print the logits of a sequence of token ids as JSON\n"
     "  perplexity   perplexity of the model on a text file\n"
     "  eval-predictor  recall, precision and lead time of expert predictors over prompts\n"
+    "  bench        the paper's protocol over modes x predictors x groups in one job (JSON)\n"
     "\n"
     "`odmoe COMMAND --help` describes each command's options.\n";
 
@@ -347,7 +348,8 @@ int run(int argc, char** argv) {
                        {{"generate", cmd_generate},
                         {"logits", cmd_logits},
                         {"perplexity", cmd_perplexity},
-                        {"eval-predictor", cli::cmd_eval_predictor}}, kUsage);
+                        {"eval-predictor", cli::cmd_eval_predictor},
+                        {"bench", cli::cmd_bench}}, kUsage);
 }
 
 }  // namespace

@@ -1,0 +1,513 @@
+// odmoe bench: the paper's measurement protocol over a list of configurations, in one job.
+//
+//   mpirun -np N odmoe bench --model DIR [--runs resident,on-demand/shadow,...] [--groups 1,2]
+//                            [--input-len 16,128] [--output-len 64,256] [--prompts-per-case 3]
+//                            [--prompts FILE] [--trace-dir DIR] --json FILE
+//
+// A run is a mode with a predictor at a group count: `resident`, `on-demand/PRED`,
+// `cache/PRED` or `substitute/PRED` (cache mode with --substitute ALPHA). A case is an input
+// length with an output length. For every run and case the engine is opened afresh (every
+// rank takes part), --prompts-per-case prompts of exactly the input length are prefilled and
+// exactly the output length of tokens is generated, greedy, batch 1, EOS ignored; then the
+// engine is finished and its statistics gathered. Per case: decode tokens/s, time to first
+// token, output tokens/s (all tokens over prefill + decode time), peak memory per rank, bytes
+// moved, the expert ranks' stall fraction, the predictor's recall or the cache's hit rate.
+//
+// Every exact run must give the same tokens (checked: `tokens_match_reference`); a
+// substituting run's tokens are compared with them (`token_agreement`). Each run's speed is
+// reported beside the resident run's at the same group count, the limit of loading on demand.
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "engine_args.h"
+#include "odmoe/core/error.h"
+#include "odmoe/core/memory_stats.h"
+#include "odmoe/dist/comm.h"
+#include "odmoe/runtime/perplexity.h"
+#include "odmoe/tokenizer/tokenizer.h"
+
+namespace odmoe::cli {
+
+namespace {
+
+struct RunSpec {
+  std::string mode;       // resident | on-demand | cache | substitute
+  std::string predictor;  // "none" for resident
+  int groups = 0;
+  std::string name() const { return mode == "resident" ? mode : mode + "/" + predictor; }
+};
+
+std::vector<std::string> split_list(const std::string& s, const char* what) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  if (out.empty()) throw UsageError(std::string(what) + " is empty");
+  return out;
+}
+
+std::vector<int> int_list(const std::string& s, const char* what, int min_value) {
+  std::vector<int> out;
+  for (const std::string& item : split_list(s, what)) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v < min_value)
+      throw UsageError(std::string(what) + ": '" + item + "' is not an integer >= " + std::to_string(min_value));
+    out.push_back(v);
+  }
+  return out;
+}
+
+bool is_mode(const std::string& m) { return m == "resident" || m == "on-demand" || m == "cache" || m == "substitute"; }
+
+// --runs MODE[/PRED],... or the product of --modes and --predictors; then every group count.
+std::vector<RunSpec> make_runs(const std::string& runs_s, const std::string& modes_s, const std::string& preds_s,
+                               const std::vector<int>& groups) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  auto add = [&](const std::string& mode, std::string pred) {
+    if (!is_mode(mode)) throw UsageError("bench: unknown mode '" + mode + "' (resident, on-demand, cache, substitute)");
+    if (mode == "resident") {
+      if (pred != "none" && !runs_s.empty())
+        throw UsageError("bench: resident loads nothing after start-up, so it takes no predictor ('resident/" + pred + "')");
+      pred = "none";
+    }
+    if (!dist::is_predictor_name(pred))
+      throw UsageError("bench: unknown predictor '" + pred + "' (" + dist::kPredictorNames + ")");
+    if (std::find(pairs.begin(), pairs.end(), std::make_pair(mode, pred)) == pairs.end()) pairs.emplace_back(mode, pred);
+  };
+  if (!runs_s.empty()) {
+    for (const std::string& item : split_list(runs_s, "--runs")) {
+      const size_t slash = item.find('/');
+      add(item.substr(0, slash), slash == std::string::npos ? "none" : item.substr(slash + 1));
+    }
+  } else {
+    for (const std::string& m : split_list(modes_s, "--modes"))
+      for (const std::string& p : split_list(preds_s, "--predictors")) add(m, p);
+  }
+  std::vector<RunSpec> out;
+  for (int g : groups)
+    for (const auto& [m, p] : pairs) out.push_back({m, p, g});
+  return out;
+}
+
+// `n` prompts of exactly `len` tokens (BOS first where the model has one): consecutive
+// passages joined until long enough, starting at a different passage for each prompt.
+std::vector<std::vector<int32_t>> make_inputs(const Tokenizer& tok, const std::vector<std::string>& passages, int len,
+                                              int n) {
+  std::vector<std::vector<int32_t>> out;
+  const size_t stride = std::max<size_t>(1, passages.size() / static_cast<size_t>(n));
+  for (int p = 0; p < n; ++p) {
+    std::string text;
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < passages.size() && static_cast<int>(ids.size()) < len; ++i) {
+      text += passages[(static_cast<size_t>(p) * stride + i) % passages.size()];
+      ids = tok.encode(text, true);
+    }
+    ODMOE_CHECK(static_cast<int>(ids.size()) >= len, kCli, "bad-prompts",
+                "the prompts hold " << ids.size() << " tokens in all, fewer than --input-len " << len,
+                "give --prompts a longer file or lower --input-len");
+    ids.resize(static_cast<size_t>(len));
+    out.push_back(std::move(ids));
+  }
+  return out;
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+double num(const nlohmann::json& j, const char* key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0.0;
+}
+
+// What a rank holds that a GPU-backed rank keeps in device memory (the CPU backend reports
+// no device memory): main's dense weights and KV cache (and the shadow on main), an expert
+// rank's slots.
+double working_set_bytes(const nlohmann::json& rank, const nlohmann::json& stats, double main_bytes) {
+  if (rank.value("role", "") == "main") {
+    double b = main_bytes;
+    if (stats.contains("predictor") && !stats["predictor"].contains("predictor_rank"))
+      b += num(stats["predictor"], "shadow_weight_bytes") + num(stats["predictor"], "shadow_kv_cache_bytes");
+    return b;
+  }
+  return num(rank, "slot_bytes") * num(rank, "slots");
+}
+
+std::string mib(double b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f", b / (1 << 20));
+  return s;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  po::options_description o("bench options");
+  std::string runs_s, modes_s = "resident,on-demand,cache", preds_s = "shadow,none", groups_s = "0";
+  std::string in_s = "16,128", out_s = "64,256", prompts_path = default_prompts_path(), json_path, trace_dir;
+  int per_case = 3, warmup = 1, ppl_tokens = 0;
+  double alpha = 0.2;
+  EngineArgs ea;
+  ea.add(o, false);
+  o.add_options()("runs", po::value(&runs_s),
+                  "comma-separated MODE[/PREDICTOR]: resident | on-demand/P | cache/P | substitute/P (cache with "
+                  "--substitute); e.g. resident,on-demand/shadow,on-demand/none,cache/gate-ahead,substitute/gate-ahead. "
+                  "Overrides --modes x --predictors")(
+      "modes", po::value(&modes_s)->default_value(modes_s), "modes to cross with --predictors (resident once)")(
+      "predictors", po::value(&preds_s)->default_value(preds_s), "predictors to cross with --modes")(
+      "groups", po::value(&groups_s)->default_value(groups_s), "group counts; every run at each (0: the default G)")(
+      "substitute", po::value(&alpha)->default_value(alpha), "alpha of the substitute mode (0..1)")(
+      "input-len", po::value(&in_s)->default_value(in_s), "prompt lengths in tokens")(
+      "output-len", po::value(&out_s)->default_value(out_s), "generated tokens per prompt (EOS ignored)")(
+      "prompts-per-case", po::value(&per_case)->default_value(per_case), "prompts measured per run and case")(
+      "warmup", po::value(&warmup)->default_value(warmup),
+      "untimed generations (the first prompt, at most 16 tokens) before each case's measured ones")(
+      "perplexity-tokens", po::value(&ppl_tokens)->default_value(ppl_tokens),
+      "per run, also score this many tokens of the prompts' text one token per step (what substitution changes; "
+      "0: off)")(
+      "prompts", po::value(&prompts_path)->default_value(prompts_path),
+      "JSON Lines text the prompts are cut from (default: the bundled model's held-out passages)")(
+      "trace-dir", po::value(&trace_dir), "write each run's trace of its first case here (Chrome/Perfetto JSON)")(
+      "json", po::value(&json_path)->required(), "write the results here");
+  po::variables_map vm;
+  if (!cli::parse_options(argc, argv, o, po::positional_options_description(),
+                          "usage: mpirun -np N odmoe bench --model DIR [--runs LIST] [--groups 1,2] [--input-len 16,128] "
+                          "[--output-len 64,256] --json FILE",
+                          &vm))
+    return 0;
+  ea.finalize();
+  if (!ea.trace.empty()) throw UsageError("bench: use --trace-dir DIR (one trace per run), not --trace");
+  if (per_case < 1) throw UsageError("--prompts-per-case must be at least 1");
+  if (warmup < 0 || ppl_tokens < 0) throw UsageError("--warmup and --perplexity-tokens must be >= 0");
+  if (ppl_tokens == 1) throw UsageError("--perplexity-tokens must be 0 (off) or at least 2");
+  if (alpha < 0 || alpha > 1) throw UsageError("--substitute alpha must be in [0, 1]");
+  if (prompts_path.empty()) throw UsageError("--prompts FILE is required (no bundled prompts file was found at build time)");
+  const std::vector<int> in_lens = int_list(in_s, "--input-len", 1), out_lens = int_list(out_s, "--output-len", 1);
+  const std::vector<int> groups = int_list(groups_s, "--groups", 0);
+
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::vector<RunSpec> runs;
+  if (world == 1) {
+    if (!runs_s.empty() || vm["modes"].defaulted() == false)
+      std::fprintf(stderr, "[bench] one process: every expert in memory; --runs/--modes need mpirun -np N (N >= 2)\n");
+    runs.push_back({"single-process", "none", 0});
+  } else {
+    runs = make_runs(runs_s, modes_s, preds_s, groups);
+  }
+
+  // Everything that can be wrong is checked before the first run, on every rank alike.
+  const ModelFiles files(ea.eo.model_dir);
+  const ModelConfig& mc = files.config();
+  const int max_in = *std::max_element(in_lens.begin(), in_lens.end());
+  const int max_out = *std::max_element(out_lens.begin(), out_lens.end());
+  const int needed = std::max(max_in + max_out, ppl_tokens);
+  if (ea.eo.n_ctx == 0) ea.eo.n_ctx = std::min(mc.max_position_embeddings, needed);
+  if (needed > std::min(ea.eo.n_ctx, mc.max_position_embeddings))
+    throw UsageError("bench: --input-len " + std::to_string(max_in) + " + --output-len " + std::to_string(max_out) +
+                     " (or --perplexity-tokens) exceeds the context (" +
+                     std::to_string(std::min(ea.eo.n_ctx, mc.max_position_embeddings)) + ")");
+  const int workers = world - 1 - (ea.eo.dist.predictor_rank >= 0 ? 1 : 0);
+  for (const RunSpec& r : runs) {
+    if (world == 1) break;
+    const int g = r.groups > 0 ? r.groups : dist::Schedule::default_groups(workers, mc.n_expert_used);
+    dist::Schedule(mc.n_layer, mc.n_expert, mc.n_expert_used, workers, g, ea.eo.dist.lookahead, ea.eo.dist.predict_extra);
+    if (r.predictor == "oracle") throw UsageError("bench: the oracle replays one recorded generation; it cannot run here");
+    if (ea.eo.dist.predictor_rank >= 0 && (r.predictor != "shadow" || r.mode == "resident"))
+      throw UsageError("bench: --predictor-rank applies to shadow runs only; run " + r.name() + " separately");
+  }
+  if (!trace_dir.empty() && rank == 0) std::filesystem::create_directories(trace_dir);
+
+  std::vector<std::string> passages;
+  if (rank == 0) passages = read_prompts(prompts_path, 100000);
+  std::vector<std::vector<std::vector<int32_t>>> inputs;  // [input length][prompt]
+  std::vector<int32_t> ppl_ids;
+  if (rank == 0) {
+    const Tokenizer tok = Tokenizer::from_json(files.tokenizer_json());
+    for (int len : in_lens) inputs.push_back(make_inputs(tok, passages, len, per_case));
+    if (ppl_tokens > 0) ppl_ids = make_inputs(tok, passages, ppl_tokens, 1)[0];
+  }
+
+  nlohmann::json results = nlohmann::json::array();
+  std::map<std::string, nlohmann::json> perplexity;  // run name @ groups -> figures
+  for (const RunSpec& spec : runs) {
+    EngineOptions eo = ea.eo;
+    if (world > 1) {
+      eo.dist.mode = dist::parse_mode(spec.mode == "substitute" ? "cache" : spec.mode);
+      eo.dist.predictor = spec.predictor;
+      eo.dist.groups = spec.groups;
+      eo.dist.substitute = spec.mode == "substitute" ? alpha : -1.0;
+      EngineArgs policy = ea;
+      policy.eo.dist.substitute = eo.dist.substitute;
+      policy.set_cache_policy();
+      eo.dist.cache_lfu = policy.eo.dist.cache_lfu;
+      eo.dist.cache_by_score = policy.eo.dist.cache_by_score;
+    }
+    for (size_t ci = 0; ci < in_lens.size(); ++ci) {
+      for (int out_len : out_lens) {
+        const bool first_case = ci == 0 && out_len == out_lens.front();
+        std::string trace_path;
+        if (!trace_dir.empty() && first_case) {
+          std::string n = spec.name();
+          std::replace(n.begin(), n.end(), '/', '-');
+          trace_path = trace_dir + "/trace-" + n + "-G" + std::to_string(spec.groups) + "-in" +
+                       std::to_string(in_lens[ci]) + "-out" + std::to_string(out_len) + ".json";
+          eo.dist.trace = true;
+        } else {
+          eo.dist.trace = false;
+        }
+        reset_peak_rss();  // every rank: this case's peak
+        std::unique_ptr<Engine> engine = Engine::open(eo);
+        if (!engine) continue;  // an expert rank: main has finished this case
+        Engine& eng = *engine;
+        Model& model = eng.model();
+        std::vector<float> logits;
+        for (int w = 0; w < warmup; ++w) {  // untimed: first-touch costs, caches and threads warm up
+          model.reset();
+          model.forward(inputs[ci][0].data(), inputs[ci][0].size(), false, &logits);
+          for (int t = 1; t < std::min(out_len, 16); ++t) {
+            const int32_t next = argmax(logits);
+            model.forward(&next, 1, false, &logits);
+          }
+        }
+        nlohmann::json prompts = nlohmann::json::array();
+        double ttft_sum = 0, decode_s = 0, prefill_s = 0;
+        int decode_steps = 0, generated = 0;
+        for (const std::vector<int32_t>& ids : inputs[ci]) {
+          model.reset();
+          const double t0 = dist::now_s();
+          model.forward(ids.data(), ids.size(), false, &logits);
+          std::vector<int32_t> toks = {argmax(logits)};
+          const double ttft = dist::now_s() - t0;
+          const double t1 = dist::now_s();
+          while (static_cast<int>(toks.size()) < out_len) {
+            model.forward(&toks.back(), 1, false, &logits);
+            toks.push_back(argmax(logits));
+          }
+          const double dec = dist::now_s() - t1;
+          ttft_sum += ttft;
+          prefill_s += ttft;
+          decode_s += dec;
+          decode_steps += out_len - 1;
+          generated += out_len;
+          prompts.push_back({{"ttft_seconds", ttft},
+                             {"decode_seconds", dec},
+                             {"decode_tokens_per_second", out_len > 1 ? (out_len - 1) / dec : 0.0},
+                             {"tokens", toks}});
+        }
+        const double main_bytes = static_cast<double>(model.dense_weight_bytes() + model.kv_cache_bytes());
+        const std::string desc = eng.describe();
+        nlohmann::json stats = eng.finish(trace_path);
+        const double wall = prefill_s + decode_s;
+        nlohmann::json r = {
+            {"name", spec.name()},
+            {"mode", world > 1 ? spec.mode : "single-process"},
+            {"predictor", spec.predictor},
+            {"groups", stats.contains("schedule") ? stats["schedule"].value("groups", 0) : 0},
+            {"groups_requested", spec.groups},
+            {"substitute_alpha", spec.mode == "substitute" ? nlohmann::json(alpha) : nlohmann::json()},
+            {"input_len", in_lens[ci]},
+            {"output_len", out_len},
+            {"prompts", prompts.size()},
+            {"engine", desc},
+            {"ttft_seconds", ttft_sum / static_cast<double>(prompts.size())},
+            {"decode_tokens_per_second", decode_s > 0 ? decode_steps / decode_s : 0.0},
+            {"output_tokens_per_second", wall > 0 ? generated / wall : 0.0},
+            {"prefill_tokens_per_second", prefill_s > 0 ? static_cast<double>(in_lens[ci]) * prompts.size() / prefill_s : 0.0},
+        };
+        nlohmann::json dev = nlohmann::json::array(), host = nlohmann::json::array();
+        double dev_total = 0, dev_max = 0, measured_device = 0;
+        for (const auto& rk : stats["ranks"]) measured_device += num(rk, "peak_device_bytes");
+        for (const auto& rk : stats["ranks"]) {
+          const double d = measured_device > 0 ? num(rk, "peak_device_bytes") : working_set_bytes(rk, stats, main_bytes);
+          dev.push_back(d);
+          host.push_back(num(rk, "peak_host_bytes"));
+          dev_total += d;
+          dev_max = std::max(dev_max, d);
+        }
+        r["device_bytes_source"] = measured_device > 0 ? "measured" : "working-set";
+        r["device_bytes_per_rank"] = dev;
+        r["device_bytes_total"] = dev_total;
+        r["device_bytes_max_rank"] = dev_max;
+        r["peak_host_bytes_per_rank"] = host;
+        if (stats.contains("timing")) {
+          const auto& t = stats["timing"];
+          const double n_workers = static_cast<double>(stats["ranks"].size() - 1);
+          r["bytes_pulled"] = num(t, "workers_bytes_pulled");
+          r["bytes_pulled_per_token"] = num(t, "workers_bytes_pulled") / std::max(1, generated);
+          r["stall_fraction"] = num(t, "workers_stall_seconds") / std::max(1e-12, wall * n_workers);
+          r["load_hidden_fraction"] = num(t, "load_hidden_fraction");
+          const double load_s = num(t, "workers_load_seconds");
+          r["pull_gbps"] = load_s > 0 ? num(t, "workers_bytes_pulled") * 8 / load_s / 1e9 : 0.0;
+        }
+        if (spec.mode != "resident" && stats.contains("predictor") && stats["predictor"].value("decode_layers", 0) > 0) {
+          r["recall"] = num(stats["predictor"], "recall");
+          r["precision"] = num(stats["predictor"], "precision");
+        }
+        if (stats.contains("cache")) {
+          r["hit_rate"] = num(stats["cache"], "hit_rate");
+          r["substitutions"] = num(stats["cache"], "substitutions");
+        }
+        if (!trace_path.empty()) r["trace"] = trace_path;
+        r["per_prompt"] = prompts;
+        r["stats"] = stats;
+        std::fprintf(stderr, "[bench] %-22s G=%d in %4d out %4d: decode %8.1f tok/s, TTFT %7.2f ms\n",
+                     spec.name().c_str(), r["groups"].get<int>(), in_lens[ci], out_len,
+                     r["decode_tokens_per_second"].get<double>(), 1e3 * r["ttft_seconds"].get<double>());
+        results.push_back(std::move(r));
+      }
+    }
+    if (ppl_tokens > 0) {  // an engine of its own, so the cases' statistics stay theirs
+      std::unique_ptr<Engine> engine = Engine::open(eo);
+      if (!engine) continue;
+      const PerplexityResult p = evaluate_perplexity(engine->model(), ppl_ids, ppl_tokens, true);
+      engine->finish();
+      perplexity[spec.name() + "@" + std::to_string(spec.groups)] = {
+          {"perplexity", p.perplexity}, {"nll_per_token", p.nll_per_token}, {"tokens_scored", p.tokens_scored}};
+      std::fprintf(stderr, "[bench] %-22s perplexity %.4f over %zu tokens (token by token)\n", spec.name().c_str(),
+                   p.perplexity, p.tokens_scored);
+    }
+  }
+  if (rank != 0) return 0;
+  for (auto& r : results) {
+    const auto it = perplexity.find(r["name"].get<std::string>() + "@" + std::to_string(r["groups_requested"].get<int>()));
+    if (it != perplexity.end()) r["perplexity"] = it->second;
+  }
+
+  // Exact runs must agree with each other; substituting runs are compared with them.
+  for (auto& r : results) {
+    const bool exact = r["mode"] != "substitute";
+    const nlohmann::json* ref = nullptr;
+    for (const auto& q : results)
+      if (q["mode"] != "substitute" && q["input_len"] == r["input_len"] && q["output_len"] == r["output_len"]) {
+        ref = &q;
+        break;
+      }
+    if (!ref) continue;
+    size_t same = 0, total = 0, prefix = 0;
+    bool all_prefix = true;
+    for (size_t p = 0; p < r["per_prompt"].size(); ++p) {
+      const auto& a = r["per_prompt"][p]["tokens"];
+      const auto& b = (*ref)["per_prompt"][p]["tokens"];
+      bool diverged = false;
+      for (size_t i = 0; i < a.size(); ++i) {
+        const bool eq = a[i] == b[i];
+        same += eq;
+        ++total;
+        if (!eq) diverged = true;
+        if (!diverged) ++prefix;
+      }
+      all_prefix = all_prefix && !diverged;
+    }
+    if (r.contains("perplexity") && ref->contains("perplexity"))
+      r["perplexity"]["change_vs_exact"] =
+          r["perplexity"]["perplexity"].get<double>() / (*ref)["perplexity"]["perplexity"].get<double>() - 1.0;
+    if (exact) r["tokens_match_reference"] = all_prefix;
+    else {
+      r["token_agreement"] = total ? static_cast<double>(same) / total : 0.0;
+      r["tokens_before_divergence"] = static_cast<double>(prefix) / static_cast<double>(r["per_prompt"].size());
+    }
+  }
+
+  // The table, each run beside the resident run of the same G and case.
+  std::printf("%-22s %2s %5s %5s %9s %7s %9s %9s %10s %10s %9s %7s %8s\n", "run", "G", "in", "out", "decode/s", "%res",
+              "TTFT ms", "output/s", "mem max", "mem total", "MiB/tok", "stall", "recall");
+  bool mismatch = false;
+  for (const auto& r : results) {
+    double res = 0;
+    for (const auto& q : results)
+      if (q["mode"] == "resident" && q["groups"] == r["groups"] && q["input_len"] == r["input_len"] &&
+          q["output_len"] == r["output_len"])
+        res = q["decode_tokens_per_second"].get<double>();
+    char pct[16] = "-", stall[16] = "-", rec[24] = "-";
+    if (res > 0) std::snprintf(pct, sizeof pct, "%.0f%%", 100.0 * r["decode_tokens_per_second"].get<double>() / res);
+    if (r.contains("stall_fraction")) std::snprintf(stall, sizeof stall, "%.1f%%", 100.0 * r["stall_fraction"].get<double>());
+    if (r.contains("hit_rate")) std::snprintf(rec, sizeof rec, "hit %.0f%%", 100.0 * r["hit_rate"].get<double>());
+    else if (r.contains("recall")) std::snprintf(rec, sizeof rec, "%.1f%%", 100.0 * r["recall"].get<double>());
+    std::printf("%-22s %2d %5d %5d %9.1f %7s %9.2f %9.1f %10s %10s %9s %7s %8s", r["name"].get<std::string>().c_str(),
+                r["groups"].get<int>(), r["input_len"].get<int>(), r["output_len"].get<int>(),
+                r["decode_tokens_per_second"].get<double>(), pct, 1e3 * r["ttft_seconds"].get<double>(),
+                r["output_tokens_per_second"].get<double>(), mib(r["device_bytes_max_rank"].get<double>()).c_str(),
+                mib(r["device_bytes_total"].get<double>()).c_str(),
+                r.contains("bytes_pulled_per_token") ? mib(r["bytes_pulled_per_token"].get<double>()).c_str() : "-",
+                stall, rec);
+    if (r.contains("token_agreement"))
+      std::printf("  agreement %.1f%% (first %.1f tokens identical)", 100.0 * r["token_agreement"].get<double>(),
+                  r["tokens_before_divergence"].get<double>());
+    if (r.contains("perplexity") && r["input_len"] == in_lens.front() && r["output_len"] == out_lens.front())
+      std::printf("  ppl %.3f (%+.2f%%)", r["perplexity"]["perplexity"].get<double>(),
+                  100.0 * r["perplexity"].value("change_vs_exact", 0.0));
+    if (r.contains("tokens_match_reference") && !r["tokens_match_reference"].get<bool>()) {
+      std::printf("  TOKENS DIFFER FROM THE FIRST EXACT RUN");
+      mismatch = true;
+    }
+    std::printf("\n");
+  }
+  std::printf("memory: per-rank %s (MiB); resident at the same G is the limit on-demand loading can reach%s\n",
+              results.empty() ? "" : results[0]["device_bytes_source"] == "measured"
+                                         ? "peak device memory"
+                                         : "working set a GPU rank keeps on its device (dense weights + KV on main, slots on expert ranks)",
+              ea.eo.dist.load_gbps > 0 ? ("; pulls capped at " + std::to_string(ea.eo.dist.load_gbps) + " Gbit/s per expert rank (emulated link)").c_str() : "");
+
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  nlohmann::json out = {
+      {"benchmark", "odmoe bench"},
+      {"command", command},
+      {"date", date},
+      {"ranks", world},
+      {"model", ea.eo.model_dir},
+      {"model_config",
+       {{"arch", arch_hf_name(mc.arch)},
+        {"layers", mc.n_layer},
+        {"experts", mc.n_expert},
+        {"top_k", mc.n_expert_used},
+        {"hidden", mc.n_embd},
+        {"expert_ffn", mc.n_ff_expert}}},
+      {"protocol",
+       {{"input_lens", in_lens},
+        {"output_lens", out_lens},
+        {"prompts_per_case", per_case},
+        {"prompts_file", prompts_path},
+        {"greedy", true},
+        {"batch", 1},
+        {"eos_ignored", true},
+        {"n_ctx", ea.eo.n_ctx},
+        {"warmup_generations", warmup},
+        {"perplexity_tokens", ppl_tokens}}},
+      {"load_gbps_emulated", ea.eo.dist.load_gbps},
+      {"runs", results},
+  };
+  const std::string tmp = json_path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write --json " << json_path, "check the path");
+    f << out.dump(1) << "\n";
+    ODMOE_CHECK(f.good(), kIo, "write", "writing " << tmp << " failed", "check free space");
+  }
+  std::filesystem::rename(tmp, json_path);
+  std::fprintf(stderr, "[bench] wrote %s (%zu runs x cases)\n", json_path.c_str(), results.size());
+  ODMOE_CHECK(!mismatch, kCore, "tokens-differ", "an exact run generated other tokens than the first exact run",
+              "this is a bug: report it with the JSON");
+  return 0;
+}
+
+}  // namespace odmoe::cli
