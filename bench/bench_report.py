@@ -57,6 +57,8 @@ def markdown(data):
         f"- {data.get('ranks', '?')} ranks (main + expert ranks); greedy, batch 1, EOS ignored; "
         f"{proto.get('prompts_per_case', '?')} prompts per case after {proto.get('warmup_generations', 0)} warm-up",
         f"- command: `{data.get('command', '?')}`",
+        "- machine: " + (lambda m: f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+                         f"{m.get('memory_bytes', 0) / 2**30:.0f} GiB, {m.get('backend', '?')}")(data.get("machine") or {}),
         f"- date: {data.get('date', '?')}",
     ]
     if data.get("load_gbps_emulated"):

@@ -3,14 +3,15 @@
 # on this machine, configured in a temporary directory that holds all their state, logs and
 # pid files, on free ports. The bundled model is converted, jobs/generate.sbatch runs as a
 # 3-rank MPI job (srun --mpi=pmix; mpirun; srun with the UCX settings of multi-node jobs), and
-# its log must show the environment it ran in and the same text as the single-process run. A job with a missing model directory
-# must end FAILED with the error in its log. The daemons are stopped with scontrol shutdown;
+# its log must show the environment it ran in and the same text as the single-process run;
+# jobs/bench.sbatch runs a small sweep and must leave its JSON, Table 2 and plots. A job with
+# a missing model directory must end FAILED with the error in its log. The daemons are stopped with scontrol shutdown;
 # whatever is left is killed by pid at exit.
 #
-#   test_slurm_jobs.sh ODMOE_BIN ODMOE_WEIGHTS_BIN SOURCE_DIR
+#   test_slurm_jobs.sh ODMOE_BIN ODMOE_WEIGHTS_BIN SOURCE_DIR [PYTHON (with matplotlib, for the report)]
 # Exit 77 (skipped) when not root or when Slurm (package slurm-wlm) is not installed.
 set -euo pipefail
-odmoe=$(realpath "$1") weights=$(realpath "$2") src=$(realpath "$3")
+odmoe=$(realpath "$1") weights=$(realpath "$2") src=$(realpath "$3") python=${4:-python3}
 PATH=$PATH:/usr/sbin:/sbin
 
 skip() { echo "SKIP: $*"; exit 77; }
@@ -199,8 +200,10 @@ mpirun_job=$(submit gen-mpirun ODMOE_LAUNCHER=mpirun -- "$src/jobs/generate.sbat
   "${gen_opts[@]}" --mode on-demand --predictor none --timeout 30)
 ucx_job=$(submit gen-ucx ODMOE_UCX=on -- "$src/jobs/generate.sbatch" "$tmp/model" "$prompt" "${gen_opts[@]}" \
   --mode on-demand --predictor shadow --timeout 30)
+bench_job=$(submit bench ODMOE_PYTHON="$python" -- "$src/jobs/bench.sbatch" "$tmp/model" "$tmp/bench-out" \
+  --runs resident,on-demand/shadow --groups 1 --input-len 8 --output-len 4 --prompts-per-case 1 --timeout 30)
 echo "submitted jobs $bad_job (missing model), $srun_job (srun), $mpirun_job (mpirun)," \
-  "$ucx_job (srun, UCX as for multi-node jobs)"
+  "$ucx_job (srun, UCX as for multi-node jobs), $bench_job (bench sweep)"
 
 host=$(hostname)
 rev=$(git -C "$src" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -240,6 +243,28 @@ check_good_job "$ucx_job" gen-ucx "srun --mpi=pmix"
 grep -q "^   MPI transport: UCX (OMPI_MCA_pml=ucx OMPI_MCA_osc=ucx" "$tmp/jobs/gen-ucx-$ucx_job.out" ||
   fail "job $ucx_job: ODMOE_UCX=on did not select UCX"
 
+wait_job "$bench_job"
+echo "==== job $bench_job (bench): $state, exit code $code"
+cat "$tmp/jobs/bench-$bench_job.out"
+if [ "$state" != COMPLETED ] || [ "$code" != 0:0 ]; then
+  cat "$tmp/jobs/bench-$bench_job.err"
+  fail "job $bench_job (bench) ended $state ($code)"
+fi
+grep -qx "   job id: $bench_job" "$tmp/bench-out/job.txt" || fail "job $bench_job: no job id in job.txt"
+python3 - "$tmp/bench-out" <<'PY' || fail "job $bench_job: bench results"
+import json, os, sys
+d = sys.argv[1]
+runs = json.load(open(os.path.join(d, "bench.json")))["runs"]
+assert [r["name"] for r in runs] == ["resident", "on-demand/shadow"], [r["name"] for r in runs]
+assert all(len(r["per_prompt"][0]["tokens"]) == 4 for r in runs)
+assert runs[1]["tokens_match_reference"] is True
+md = open(os.path.join(d, "bench.md")).read()
+assert "| on-demand/shadow | 1 |" in md, md
+for png in ("bench-speed-memory.png",):
+    assert open(os.path.join(d, png), "rb").read(8) == b"\x89PNG\r\n\x1a\n", png
+print("OK: the bench sweep wrote its JSON, Table 2 and plots")
+PY
+
 wait_job "$bad_job"
 echo "==== job $bad_job (gen-bad): $state, exit code $code"
 cat "$tmp/jobs/gen-bad-$bad_job.err"
@@ -256,4 +281,4 @@ daemons_alive && fail "Slurm daemons still running 60 s after scontrol shutdown"
 wait "${daemon_pids[@]}" 2>/dev/null || true
 remaining=$(cluster_pids)
 [ -z "$remaining" ] || fail "processes of the test cluster left after shutdown: $remaining"
-echo "OK: Slurm jobs: srun and mpirun runs match the single process; a bad job fails; Slurm stopped cleanly"
+echo "OK: Slurm jobs: srun and mpirun runs match the single process; the bench sweep reports; a bad job fails; Slurm stopped cleanly"

@@ -10,13 +10,15 @@
 // rank takes part), --prompts-per-case prompts of exactly the input length are prefilled and
 // exactly the output length of tokens is generated, greedy, batch 1, EOS ignored; then the
 // engine is finished and its statistics gathered. Per case: decode tokens/s, time to first
-// token, output tokens/s (all tokens over prefill + decode time), peak memory per rank, bytes
-// moved, the expert ranks' stall fraction, the predictor's recall or the cache's hit rate.
+// token, output tokens/s (a prompt's tokens over its prefill + decode time) -- medians over
+// the prompts, means beside them -- peak memory per rank, bytes moved, the expert ranks'
+// stall fraction, the predictor's recall or the cache's hit rate.
 //
 // Every exact run must give the same tokens (checked: `tokens_match_reference`); a
 // substituting run's tokens are compared with them (`token_agreement`). Each run's speed is
 // reported beside the resident run's at the same group count, the limit of loading on demand.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -147,6 +149,31 @@ double working_set_bytes(const nlohmann::json& rank, const nlohmann::json& stats
   return num(rank, "slot_bytes") * num(rank, "slots");
 }
 
+// Where it ran: the CPU model, cores and memory of main's node (the per-rank hosts are in
+// each run's statistics).
+nlohmann::json machine_info(const std::string& backend) {
+  std::string cpu = "unknown", line;
+  std::ifstream f("/proc/cpuinfo");
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return {{"cpu", cpu},
+          {"cores", sysconf(_SC_NPROCESSORS_ONLN)},
+          {"memory_bytes", pages > 0 && page > 0 ? static_cast<double>(pages) * page : 0.0},
+          {"backend", backend}};
+}
+
+double median_of(const nlohmann::json& prompts, const char* key) {
+  std::vector<double> v;
+  for (const auto& p : prompts) v.push_back(p[key].get<double>());
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 std::string mib(double b) {
   char s[32];
   std::snprintf(s, sizeof s, "%.1f", b / (1 << 20));
@@ -245,6 +272,7 @@ int cmd_bench(int argc, char** argv) {
 
   nlohmann::json results = nlohmann::json::array();
   std::map<std::string, nlohmann::json> perplexity;  // run name @ groups -> figures
+  nlohmann::json machine;
   for (const RunSpec& spec : runs) {
     EngineOptions eo = ea.eo;
     if (world > 1) {
@@ -277,7 +305,10 @@ int cmd_bench(int argc, char** argv) {
         Engine& eng = *engine;
         Model& model = eng.model();
         std::vector<float> logits;
+        const double t_ready = dist::now_s();  // the statistics cover from here (warm-up included) to finish()
+        int warmup_tokens = 0;
         for (int w = 0; w < warmup; ++w) {  // untimed: first-touch costs, caches and threads warm up
+          warmup_tokens += std::min(out_len, 16);
           model.reset();
           model.forward(inputs[ci][0].data(), inputs[ci][0].size(), false, &logits);
           for (int t = 1; t < std::min(out_len, 16); ++t) {
@@ -308,10 +339,13 @@ int cmd_bench(int argc, char** argv) {
           prompts.push_back({{"ttft_seconds", ttft},
                              {"decode_seconds", dec},
                              {"decode_tokens_per_second", out_len > 1 ? (out_len - 1) / dec : 0.0},
+                             {"output_tokens_per_second", out_len / (ttft + dec)},
                              {"tokens", toks}});
         }
         const double main_bytes = static_cast<double>(model.dense_weight_bytes() + model.kv_cache_bytes());
         const std::string desc = eng.describe();
+        if (machine.is_null()) machine = machine_info(eng.backend().to_string());
+        const double t_done = dist::now_s();
         nlohmann::json stats = eng.finish(trace_path);
         const double wall = prefill_s + decode_s;
         nlohmann::json r = {
@@ -325,9 +359,14 @@ int cmd_bench(int argc, char** argv) {
             {"output_len", out_len},
             {"prompts", prompts.size()},
             {"engine", desc},
-            {"ttft_seconds", ttft_sum / static_cast<double>(prompts.size())},
-            {"decode_tokens_per_second", decode_s > 0 ? decode_steps / decode_s : 0.0},
-            {"output_tokens_per_second", wall > 0 ? generated / wall : 0.0},
+            // Medians over the prompts (a prompt that another process delayed does not move them);
+            // the means over all of them beside.
+            {"ttft_seconds", median_of(prompts, "ttft_seconds")},
+            {"decode_tokens_per_second", median_of(prompts, "decode_tokens_per_second")},
+            {"output_tokens_per_second", median_of(prompts, "output_tokens_per_second")},
+            {"ttft_seconds_mean", ttft_sum / static_cast<double>(prompts.size())},
+            {"decode_tokens_per_second_mean", decode_s > 0 ? decode_steps / decode_s : 0.0},
+            {"output_tokens_per_second_mean", wall > 0 ? generated / wall : 0.0},
             {"prefill_tokens_per_second", prefill_s > 0 ? static_cast<double>(in_lens[ci]) * prompts.size() / prefill_s : 0.0},
         };
         nlohmann::json dev = nlohmann::json::array(), host = nlohmann::json::array();
@@ -349,8 +388,10 @@ int cmd_bench(int argc, char** argv) {
           const auto& t = stats["timing"];
           const double n_workers = static_cast<double>(stats["ranks"].size() - 1);
           r["bytes_pulled"] = num(t, "workers_bytes_pulled");
-          r["bytes_pulled_per_token"] = num(t, "workers_bytes_pulled") / std::max(1, generated);
-          r["stall_fraction"] = num(t, "workers_stall_seconds") / std::max(1e-12, wall * n_workers);
+          // Resident pulls every expert once, at start-up; nothing per token.
+          r["bytes_pulled_per_token"] =
+              spec.mode == "resident" ? 0.0 : num(t, "workers_bytes_pulled") / std::max(1, generated + warmup_tokens);
+          r["stall_fraction"] = num(t, "workers_stall_seconds") / std::max(1e-12, (t_done - t_ready) * n_workers);
           r["load_hidden_fraction"] = num(t, "load_hidden_fraction");
           const double load_s = num(t, "workers_load_seconds");
           r["pull_gbps"] = load_s > 0 ? num(t, "workers_bytes_pulled") * 8 / load_s / 1e9 : 0.0;
@@ -458,22 +499,29 @@ int cmd_bench(int argc, char** argv) {
     }
     std::printf("\n");
   }
-  std::printf("memory: per-rank %s (MiB); resident at the same G is the limit on-demand loading can reach%s\n",
-              results.empty() ? "" : results[0]["device_bytes_source"] == "measured"
-                                         ? "peak device memory"
-                                         : "working set a GPU rank keeps on its device (dense weights + KV on main, slots on expert ranks)",
-              ea.eo.dist.load_gbps > 0 ? ("; pulls capped at " + std::to_string(ea.eo.dist.load_gbps) + " Gbit/s per expert rank (emulated link)").c_str() : "");
+  const bool measured_mem = !results.empty() && results[0]["device_bytes_source"] == "measured";
+  std::printf("memory (MiB): per rank, %s. %%res: of resident at the same G and case, the limit of loading on demand\n",
+              measured_mem ? "peak device memory"
+                           : "the working set a GPU rank keeps on its device (dense weights + KV on main, slots on "
+                             "expert ranks)");
+  if (ea.eo.dist.load_gbps > 0)
+    std::printf("pulls capped at %g Gbit/s per expert rank (an emulated link)\n", ea.eo.dist.load_gbps);
 
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::string command;
-  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  std::string command = "mpirun -np " + std::to_string(world) + " odmoe";
+  for (int i = 0; i < argc; ++i) command += " " + std::string(argv[i]);
+  // The bundled prompts by their place in the source tree, not this machine's path.
+  std::string prompts_label = prompts_path;
+  if (prompts_path == default_prompts_path() && prompts_path.find("weights-tools/") != std::string::npos)
+    prompts_label = prompts_path.substr(prompts_path.find("weights-tools/")) + " (bundled)";
   nlohmann::json out = {
       {"benchmark", "odmoe bench"},
       {"command", command},
       {"date", date},
       {"ranks", world},
+      {"machine", machine},
       {"model", ea.eo.model_dir},
       {"model_config",
        {{"arch", arch_hf_name(mc.arch)},
@@ -486,7 +534,7 @@ int cmd_bench(int argc, char** argv) {
        {{"input_lens", in_lens},
         {"output_lens", out_lens},
         {"prompts_per_case", per_case},
-        {"prompts_file", prompts_path},
+        {"prompts_file", prompts_label},
         {"greedy", true},
         {"batch", 1},
         {"eos_ignored", true},
@@ -500,7 +548,7 @@ int cmd_bench(int argc, char** argv) {
   {
     std::ofstream f(tmp);
     ODMOE_CHECK(f.good(), kIo, "open", "cannot write --json " << json_path, "check the path");
-    f << out.dump(1) << "\n";
+    f << out.dump() << "\n";  // compact: a full sweep holds every generated token
     ODMOE_CHECK(f.good(), kIo, "write", "writing " << tmp << " failed", "check free space");
   }
   std::filesystem::rename(tmp, json_path);
