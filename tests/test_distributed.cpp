@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -311,6 +312,60 @@ TEST_F(Distributed, BadInputBringsEveryRankDown) {
                         "--predictor-rank 3");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("--predictor-rank runs the shadow"), std::string::npos) << r.output;
+}
+
+// Batch mode (--prompts): many generations in one job give the single process's texts, and
+// every rank records its memory after each one.
+TEST_F(Distributed, BatchOfPromptsMatchesOneProcessAndMarksMemory) {
+  const std::string prompts = tmp_->str("batch.jsonl");
+  {
+    std::ofstream f(prompts);
+    const char* lines[] = {"ROMEO:", "JULIET:\\nO Romeo", "KING HENRY:\\nOnce more", "First Citizen:\\nBefore we"};
+    for (int i = 0; i < 24; ++i) f << "{\"prompt\": \"" << lines[i % 4] << " " << i << "\"}\n";
+  }
+  const std::string opts = " generate --model " + model("mixtral") + " --prompts " + prompts + " --max-new-tokens 6";
+  // stdout (the JSON lines) to a file, stderr (the summary) to the output.
+  const auto one = test::run_command("{ " + child_env() + kOdmoe + opts + " > " + tmp_->str("batch-one.jsonl") + "; }");
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto job = test::run_command("{ " + mpirun(3) + opts + " --predictor shadow --timeout 30 --stats-json " +
+                                     tmp_->str("batch-stats.json") + " > " + tmp_->str("batch-job.jsonl") + "; }");
+  ASSERT_EQ(job.status, 0) << job.output;
+  auto texts = [](const std::string& out) {
+    std::vector<std::string> t;
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      EXPECT_EQ(j["index"], t.size() + 1);
+      EXPECT_EQ(j["generated_tokens"], 6);
+      t.push_back(j["text"].get<std::string>());
+    }
+    return t;
+  };
+  const std::vector<std::string> a = texts(test::read_file(tmp_->str("batch-one.jsonl"))),
+                                 b = texts(test::read_file(tmp_->str("batch-job.jsonl")));
+  ASSERT_EQ(a.size(), 24u) << one.output;
+  EXPECT_EQ(a, b);
+  const nlohmann::json st = nlohmann::json::parse(test::read_file(tmp_->str("batch-stats.json")));
+  ASSERT_EQ(st["batch"]["prompts"], 24);
+  ASSERT_EQ(st["batch"]["per_prompt"].size(), 24u);
+  for (const auto& r : st["ranks"]) {
+    ASSERT_EQ(r["memory_marks"].size(), 24u) << r["rank"];
+    EXPECT_EQ(r["memory_marks"].back()["mark"], 24);
+  }
+  ASSERT_EQ(st["batch"]["memory_per_rank"].size(), 3u);
+  // Bad batches: a line that is not a prompt names its line; --prompt and --prompts exclude each other.
+  test::write_file(tmp_->str("bad.jsonl"), "{\"prompt\": \"ROMEO:\"}\n{\"text\": 3}\n");
+  auto r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") + " --prompts " + tmp_->str("bad.jsonl"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("bad.jsonl:2"), std::string::npos) << r.output;
+  r = test::run_command(child_env() + kOdmoe + " generate --model " + model("mixtral") + " --prompts " + prompts +
+                        " --prompt hi");
+  EXPECT_EQ(r.status, 2) << r.output;
+  test::write_file(tmp_->str("empty.jsonl"), "{\"prompt\": \"ROMEO:\"}\n{\"prompt\": \"\"}\n");
+  r = test::run_command(child_env() + kOdmoe + " generate --model " + model("mixtral") + " --prompts " + tmp_->str("empty.jsonl"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("empty.jsonl:2"), std::string::npos) << r.output;
 }
 
 // Processes whose command line contains `marker` and whose environment says they are MPI

@@ -1,6 +1,6 @@
 // odmoe: run a converted model.
 //
-//   [mpirun -np N] odmoe generate --model DIR --prompt TEXT [--max-new-tokens K]
+//   [mpirun -np N] odmoe generate --model DIR --prompt TEXT|--prompts FILE [--max-new-tokens K]
 //                  [--temperature T --top-k K --top-p P --seed S] [--stats-json FILE] [--trace FILE]
 //                  [--save-routing FILE] [distributed options]
 //   [mpirun -np N] odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]
@@ -13,7 +13,9 @@
 #include <mpi.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -66,14 +68,66 @@ std::vector<int32_t> eos_ids(const ModelFiles& files, const Tokenizer& tok) {
   return ids;
 }
 
+// One generation: prefill `ids`, then sample until EOS, `budget` tokens or the end of the
+// context. `emit` gets each piece of text as it is decoded.
+struct Generation {
+  int n_gen = 0;
+  std::string stop = "max-new-tokens", text;
+  double prefill_s = 0, decode_s = 0;
+};
+
+Generation generate_one(Engine& eng, const Tokenizer& tok, const std::vector<int32_t>& ids, int max_new,
+                        const SamplerConfig& sc, const std::vector<int32_t>& eos,
+                        const std::function<void(const int32_t*, size_t)>& record,
+                        const std::function<void(const std::string&)>& emit) {
+  Generation g;
+  const int budget = std::min(max_new, eng.model().n_ctx() - static_cast<int>(ids.size()));
+  Sampler sampler(sc);
+  StreamDecoder stream(tok);
+  for (int32_t id : ids) stream.push(id);  // the prompt is given; the text continues after it
+  std::vector<float> logits;
+  eng.model().reset();
+  const auto t0 = Clock::now();
+  eng.model().forward(ids.data(), ids.size(), false, &logits);
+  g.prefill_s = seconds_since(t0);
+  record(ids.data(), ids.size());
+  const auto t1 = Clock::now();
+  while (g.n_gen < budget) {
+    const int32_t next = sampler.sample(logits.data(), logits.size());
+    ++g.n_gen;
+    if (std::find(eos.begin(), eos.end(), next) != eos.end()) {
+      g.stop = "eos";
+      break;
+    }
+    const std::string piece = stream.push(next);
+    g.text += piece;
+    emit(piece);
+    if (g.n_gen == budget) break;
+    eng.model().forward(&next, 1, false, &logits);
+    record(&next, 1);
+  }
+  g.decode_s = seconds_since(t1);
+  const std::string rest = stream.flush();
+  g.text += rest;
+  emit(rest);
+  if (g.n_gen == budget && budget < max_new) g.stop = "context-full";
+  return g;
+}
+
+// n_gen tokens were sampled; n_gen - 1 forward passes followed the prefill.
+double decode_rate(const Generation& g) { return g.n_gen > 1 ? (g.n_gen - 1) / g.decode_s : 0.0; }
+
 int cmd_generate(int argc, char** argv) {
   po::options_description o("generate options");
-  std::string prompt, stats_path, routing_path;
+  std::string prompt, prompts_path, stats_path, routing_path;
   int max_new = 128;
   SamplerConfig sc;
   EngineArgs ea;
   ea.add(o);
-  o.add_options()("prompt", po::value(&prompt)->required(), "prompt text (UTF-8)")(
+  o.add_options()("prompt", po::value(&prompt), "prompt text (UTF-8)")(
+      "prompts", po::value(&prompts_path),
+      "batch: generate for every prompt of this JSON Lines file in turn ({\"prompt\": \"...\"} per line), one JSON "
+      "line per prompt on stdout; every rank's memory is recorded after each one")(
       "max-new-tokens", po::value(&max_new)->default_value(128), "stop after this many new tokens")(
       "temperature", po::value(&sc.temperature)->default_value(0.0f), "0: greedy; > 0: sample")(
       "top-k", po::value(&sc.top_k)->default_value(0), "sample among the k most likely tokens (0: all)")(
@@ -82,12 +136,19 @@ int cmd_generate(int argc, char** argv) {
       "stats-json", po::value(&stats_path), "write timing and memory figures as JSON to this file")(
       "save-routing", po::value(&routing_path), "record every layer's routing per step (for --predictor oracle)");
   po::variables_map vm;
-  if (!parse(argc, argv, o, "usage: [mpirun -np N] odmoe generate --model DIR --prompt TEXT [options]", &vm)) return 0;
+  if (!parse(argc, argv, o, "usage: [mpirun -np N] odmoe generate --model DIR --prompt TEXT|--prompts FILE [options]",
+             &vm))
+    return 0;
   if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
+  const bool batch = vm.count("prompts") > 0;
+  if (batch == (vm.count("prompt") > 0)) throw UsageError("give either --prompt TEXT or --prompts FILE");
+  if (batch && !routing_path.empty()) throw UsageError("--save-routing records one generation: use it with --prompt");
   sc.validate();
   ea.finalize();
   const int n_ctx = ea.eo.n_ctx;
   const std::string& model_dir = ea.eo.model_dir;
+  // Every rank reads the batch, so a bad file stops the job before anything starts.
+  const std::vector<std::string> prompts = batch ? cli::read_prompts(prompts_path, SIZE_MAX) : std::vector<std::string>{prompt};
 
   const auto t_load = Clock::now();
   std::unique_ptr<Engine> engine = Engine::open(ea.eo);
@@ -96,32 +157,29 @@ int cmd_generate(int argc, char** argv) {
   const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
   const double load_s = seconds_since(t_load);
 
-  size_t bad = 0;
-  ODMOE_CHECK(Tokenizer::is_valid_utf8(prompt, &bad), kCli, "bad-prompt",
-              "the prompt is not valid UTF-8 (bad byte at offset " << bad << ")", "pass the prompt as UTF-8 text");
-  ODMOE_CHECK(!prompt.empty(), kCli, "bad-prompt", "the prompt is empty", "give --prompt some text");
-  const std::vector<int32_t> ids = tok.encode(prompt, true);
-  ODMOE_CHECK(!ids.empty(), kCli, "bad-prompt", "the prompt encodes to no tokens", "");
   const int ctx = eng.model().n_ctx();
-  ODMOE_CHECK(static_cast<int>(ids.size()) < ctx, kCli, "prompt-too-long",
-              "the prompt is " << ids.size() << " tokens; the context holds " << ctx,
-              "shorten the prompt" << (n_ctx > 0 ? " or raise --n-ctx" : ""));
-  const int budget = std::min(max_new, ctx - static_cast<int>(ids.size()));
+  std::vector<std::vector<int32_t>> inputs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::string which = batch ? "prompt " + std::to_string(i + 1) + " of " + prompts_path : "the prompt";
+    size_t bad = 0;
+    ODMOE_CHECK(Tokenizer::is_valid_utf8(prompts[i], &bad), kCli, "bad-prompt",
+                which << " is not valid UTF-8 (bad byte at offset " << bad << ")", "pass the prompt as UTF-8 text");
+    ODMOE_CHECK(!prompts[i].empty(), kCli, "bad-prompt", which << " is empty", "give it some text");
+    inputs.push_back(tok.encode(prompts[i], true));
+    ODMOE_CHECK(!inputs.back().empty(), kCli, "bad-prompt", which << " encodes to no tokens", "");
+    ODMOE_CHECK(static_cast<int>(inputs.back().size()) < ctx, kCli, "prompt-too-long",
+                which << " is " << inputs.back().size() << " tokens; the context holds " << ctx,
+                "shorten it" << (n_ctx > 0 ? " or raise --n-ctx" : ""));
+  }
   const std::vector<int32_t> eos = eos_ids(eng.files(), tok);
 
-  Sampler sampler(sc);
-  StreamDecoder stream(tok);
-  for (int32_t id : ids) stream.push(id);  // the prompt is printed as given; the stream continues after it
-  std::fputs(prompt.c_str(), stdout);
-  std::fflush(stdout);
-  std::vector<float> logits;
   dist::RoutingTrace routing;
   const ModelConfig& mc = eng.model().config();
   routing.model_uid = eng.files().header().model_uid;
   routing.n_layer = mc.n_layer;
   routing.n_expert = mc.n_expert;
   routing.top_k = mc.n_expert_used;
-  routing.prompt = ids;
+  routing.prompt = inputs[0];
   auto record = [&](const int32_t* toks, size_t n) {
     if (routing_path.empty()) return;
     dist::RoutingTrace::Step st;
@@ -129,42 +187,100 @@ int cmd_generate(int argc, char** argv) {
     for (int l = 0; l < mc.n_layer; ++l) st.layers.push_back(eng.model().last_routing(l));
     routing.steps.push_back(std::move(st));
   };
-  const auto t0 = Clock::now();
-  eng.model().forward(ids.data(), ids.size(), false, &logits);
-  const double prefill_s = seconds_since(t0);
-  record(ids.data(), ids.size());
-  int n_gen = 0;
-  std::string stop = "max-new-tokens";
-  const auto t1 = Clock::now();
-  while (n_gen < budget) {
-    const int32_t next = sampler.sample(logits.data(), logits.size());
-    ++n_gen;
-    if (std::find(eos.begin(), eos.end(), next) != eos.end()) {
-      stop = "eos";
-      break;
+
+  std::vector<Generation> gens;
+  nlohmann::json per_prompt = nlohmann::json::array();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!batch) {
+      std::fputs(prompt.c_str(), stdout);
+      std::fflush(stdout);
     }
-    std::fputs(stream.push(next).c_str(), stdout);
-    std::fflush(stdout);
-    if (n_gen == budget) break;
-    eng.model().forward(&next, 1, false, &logits);
-    record(&next, 1);
+    gens.push_back(generate_one(eng, tok, inputs[i], max_new, sc, eos, record, [&](const std::string& piece) {
+      if (batch || piece.empty()) return;
+      std::fputs(piece.c_str(), stdout);
+      std::fflush(stdout);
+    }));
+    const Generation& g = gens.back();
+    if (batch) {
+      eng.mark_memory(static_cast<int64_t>(i + 1));
+      const nlohmann::json line = {{"index", i + 1},
+                                   {"prompt_tokens", inputs[i].size()},
+                                   {"generated_tokens", g.n_gen},
+                                   {"stop", g.stop},
+                                   {"ttft_seconds", g.prefill_s},
+                                   {"decode_tokens_per_second", decode_rate(g)},
+                                   {"text", g.text}};
+      std::printf("%s\n", line.dump().c_str());
+      std::fflush(stdout);
+      nlohmann::json brief = line;
+      brief.erase("text");
+      per_prompt.push_back(brief);
+    } else {
+      std::fputs("\n", stdout);
+      std::fflush(stdout);
+    }
   }
-  const double decode_s = seconds_since(t1);
-  std::fputs(stream.flush().c_str(), stdout);
-  std::fputs("\n", stdout);
-  std::fflush(stdout);
-  if (n_gen == budget && budget < max_new) stop = "context-full";
-  // n_gen tokens were sampled; n_gen - 1 forward passes followed the prefill.
-  const int decode_steps = std::max(0, n_gen - 1);
+  double prefill_s = 0, decode_s = 0;
+  int n_gen = 0, decode_steps = 0;
+  size_t prompt_tokens = 0;
+  for (size_t i = 0; i < gens.size(); ++i) {
+    prefill_s += gens[i].prefill_s;
+    decode_s += gens[i].decode_s;
+    n_gen += gens[i].n_gen;
+    decode_steps += std::max(0, gens[i].n_gen - 1);
+    prompt_tokens += inputs[i].size();
+  }
   const double decode_tps = decode_steps > 0 ? decode_steps / decode_s : 0.0;
   const nlohmann::json run = eng.finish(ea.trace);
   if (!routing_path.empty()) routing.save(routing_path);
+  const std::string stop = gens.back().stop;
   std::fprintf(stderr,
-               "[odmoe] prompt %zu tokens, prefill %.3f s (%.1f tok/s), TTFT %.3f s; generated %d tokens, decode %.1f "
+               "[odmoe] %s%zu tokens, prefill %.3f s (%.1f tok/s), TTFT %.3f s; generated %d tokens, decode %.1f "
                "tok/s; stop: %s; peak RSS %.1f MiB; %s; %s\n",
-               ids.size(), prefill_s, static_cast<double>(ids.size()) / prefill_s, prefill_s, n_gen, decode_tps,
-               stop.c_str(), static_cast<double>(peak_rss_bytes()) / (1 << 20), eng.describe().c_str(),
-               sc.to_string().c_str());
+               batch ? ("batch of " + std::to_string(gens.size()) + " prompts: ").c_str() : "prompt ", prompt_tokens,
+               prefill_s, static_cast<double>(prompt_tokens) / prefill_s, gens.front().prefill_s, n_gen, decode_tps,
+               batch ? "per prompt in the JSON lines" : stop.c_str(),
+               static_cast<double>(peak_rss_bytes()) / (1 << 20), eng.describe().c_str(), sc.to_string().c_str());
+  nlohmann::json batch_summary;
+  if (batch) {
+    // How speed and memory moved from the start of the batch to its end.
+    const size_t tenth = std::max<size_t>(1, gens.size() / 10);
+    auto rate = [&](size_t from, size_t to) {
+      double s = 0;
+      int steps = 0;
+      for (size_t i = from; i < to; ++i) {
+        s += gens[i].decode_s;
+        steps += std::max(0, gens[i].n_gen - 1);
+      }
+      return s > 0 ? steps / s : 0.0;
+    };
+    batch_summary = {{"prompts", gens.size()},
+                     {"decode_tokens_per_second_first_tenth", rate(0, tenth)},
+                     {"decode_tokens_per_second_last_tenth", rate(gens.size() - tenth, gens.size())}};
+    nlohmann::json mem = nlohmann::json::array();
+    std::string line;
+    for (const auto& r : run["ranks"]) {
+      const auto& marks = r.value("memory_marks", nlohmann::json::array());
+      if (marks.empty()) continue;
+      const nlohmann::json m = {{"rank", r["rank"]},
+                                {"rss_bytes_after_first", marks.front()["rss_bytes"]},
+                                {"rss_bytes_after_last", marks.back()["rss_bytes"]},
+                                {"peak_rss_bytes_after_first", marks.front()["peak_rss_bytes"]},
+                                {"peak_rss_bytes_after_last", marks.back()["peak_rss_bytes"]}};
+      mem.push_back(m);
+      char b[96];
+      std::snprintf(b, sizeof b, "%s%d: %.1f -> %.1f", line.empty() ? "" : ", ", r["rank"].get<int>(),
+                    m["peak_rss_bytes_after_first"].get<double>() / (1 << 20),
+                    m["peak_rss_bytes_after_last"].get<double>() / (1 << 20));
+      line += b;
+    }
+    batch_summary["memory_per_rank"] = mem;
+    std::fprintf(stderr,
+                 "[odmoe] batch: decode %.1f tok/s over the first tenth of the prompts, %.1f over the last; peak RSS "
+                 "per rank after the first prompt -> after the last, MiB: %s\n",
+                 batch_summary["decode_tokens_per_second_first_tenth"].get<double>(),
+                 batch_summary["decode_tokens_per_second_last_tenth"].get<double>(), line.c_str());
+  }
   if (run.contains("timing")) {
     const auto& t = run["timing"];
     const double wall = prefill_s + decode_s, workers = static_cast<double>(run["ranks"].size() - 1);
@@ -211,16 +327,20 @@ int cmd_generate(int argc, char** argv) {
         {"backend", eng.backend().to_string()},
         {"sampler", sc.to_string()},
         {"load_seconds", load_s},
-        {"prompt_tokens", ids.size()},
+        {"prompt_tokens", prompt_tokens},
         {"prefill_seconds", prefill_s},
-        {"prefill_tokens_per_second", static_cast<double>(ids.size()) / prefill_s},
-        {"ttft_seconds", prefill_s},
+        {"prefill_tokens_per_second", static_cast<double>(prompt_tokens) / prefill_s},
+        {"ttft_seconds", gens.front().prefill_s},
         {"generated_tokens", n_gen},
         {"decode_seconds", decode_s},
         {"decode_tokens_per_second", decode_tps},
         {"stop_reason", stop},
     };
     for (const auto& [key, value] : run.items()) j[key] = value;
+    if (batch) {
+      j["batch"] = batch_summary;
+      j["batch"]["per_prompt"] = per_prompt;
+    }
     std::ofstream f(stats_path);
     ODMOE_CHECK(f.good(), kIo, "open", "cannot write --stats-json " << stats_path, "check the path");
     f << j.dump(2) << "\n";

@@ -26,6 +26,7 @@ const char* op_name(Op op) {
     case Op::kShadowBegin: return "SHADOW_BEGIN";
     case Op::kKvRows: return "KV_ROWS";
     case Op::kPredict: return "PREDICT";
+    case Op::kMark: return "MARK";
   }
   return "?";
 }

@@ -82,6 +82,16 @@ void DistributedExpertExecutor::send_drop(Placement p) {
   out_.send(p.rank, kTagCmd, h);
 }
 
+void DistributedExpertExecutor::mark_memory(int64_t mark) {
+  for (int r = 1; r <= sched_.n_workers(); ++r) {
+    MsgHeader h;
+    h.op = Op::kMark;
+    h.seq = mark;
+    out_.send(r, kTagCmd, h);
+  }
+  out_.reap();
+}
+
 void DistributedExpertExecutor::start() {
   const double t0 = now_s();
   if (opts_.mode == Mode::kResident) {

@@ -203,6 +203,9 @@ class Worker {
           compute(h, m.payload);
           break;
         case Op::kDrop: slot_at(h.slot).layer = slot_at(h.slot).expert = -1; break;
+        case Op::kMark:
+          marks_.push_back({{"mark", h.seq}, {"rss_bytes", current_rss_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}});
+          break;
         case Op::kSync: {
           for (int s = 0; s < n_slots_; ++s) wait_slot(s, "SYNC");
           MsgHeader r;
@@ -362,10 +365,12 @@ class Worker {
             {"message_wait_seconds", msg_wait_s_},
             {"peak_host_bytes", peak_rss_bytes()},
             {"peak_device_bytes", 0},
+            {"memory_marks", marks_},
             {"device", be_.name()},
             {"trace_events", events}};
   }
 
+  nlohmann::json marks_ = nlohmann::json::array();  // kMark: memory at main's marks (batch generation)
   const Comm& comm_;
   ExpertStore& store_;
   Backend& be_;

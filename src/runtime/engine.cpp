@@ -168,10 +168,16 @@ std::string Engine::describe() const {
   return s + ", " + backend_->to_string();
 }
 
+void Engine::mark_memory(int64_t mark) {
+  marks_.push_back({{"mark", mark}, {"rss_bytes", current_rss_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}});
+  if (exec_) exec_->mark_memory(mark);
+}
+
 nlohmann::json Engine::finish(const std::string& trace_path) {
   ODMOE_CHECK(!finished_, kCore, "twice", "Engine::finish called twice", "");
   finished_ = true;
   nlohmann::json main_stats = main_rank_stats(backend_->to_string());
+  main_stats["memory_marks"] = marks_;
   if (!exec_) {
     nlohmann::json j = {{"ranks", nlohmann::json::array({main_stats})}};
     if (accounting_) j["predictor"] = accounting_->stats();

@@ -34,6 +34,7 @@ enum class Op : int32_t {
   kShadowBegin,  // main -> predictor rank: step `seq` begins at position `slot`, n_tokens tokens (payload int32)
   kKvRows,       // main -> predictor rank: layer `layer`, rows [slot, slot + n_tokens): K then V (payload f32)
   kPredict,      // predictor rank -> main: step `seq`, layer `layer`: n_tokens expert ids (payload int32)
+  kMark,         // main -> worker: record memory mark `seq` (resident set now and its peak); no answer
 };
 const char* op_name(Op op);
 

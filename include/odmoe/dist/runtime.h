@@ -82,6 +82,9 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // Resident: loads every expert into its worker and waits until all are in. Both modes:
   // estimates each worker's clock offset (for the trace).
   void start();
+  // Every expert rank records its resident set now and its peak, as memory mark `mark`
+  // (in its statistics' "memory_marks"): how memory evolves over a batch of generations.
+  void mark_memory(int64_t mark);
   // Replaces the predictor (between forward steps): a predictor that needs the model, such
   // as gate-ahead, can only be made once the model exists.
   void set_predictor(std::unique_ptr<Predictor> p) { predictor_ = std::move(p); }

@@ -41,6 +41,10 @@ class Engine {
   // [main]}. Call once, at the end of a successful run.
   nlohmann::json finish(const std::string& trace_path = "");
 
+  // Records memory mark `mark` on every rank (resident set and its peak now); finish()
+  // reports them per rank as "memory_marks". Between forward steps only.
+  void mark_memory(int64_t mark);
+
   // True once an engine of several ranks has been opened: from then on an error on one
   // rank must bring every rank down (MPI_Abort), since the others are waiting on it.
   static bool ranks_coupled();
@@ -58,6 +62,7 @@ class Engine {
   std::unique_ptr<dist::DistributedExpertExecutor> exec_;
   std::unique_ptr<Model> model_;
   bool finished_ = false;
+  nlohmann::json marks_ = nlohmann::json::array();  // main's memory marks
 };
 
 nlohmann::json main_rank_stats(const std::string& backend);
