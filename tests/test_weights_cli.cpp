@@ -2,9 +2,15 @@
 // status 1 (never a crash or abort) and no output left behind.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "odmoe/weights/h5_file.h"
 #include "odmoe/weights/model_files.h"
@@ -120,6 +126,13 @@ TEST(WeightsCli, UnknownArchitectureAndImpossibleConfig) {
     j["num_key_value_heads"] = 2;
   });
   expect_failure(convert(ck, tmp.str("out")), "not a multiple of num_key_value_heads");
+  // Heads that do not divide the width, with no head_dim to say otherwise.
+  json_edit(ck + "/config.json", [](auto& j) {
+    j["num_key_value_heads"] = 1;
+    j["num_attention_heads"] = 5;
+    j.erase("head_dim");
+  });
+  expect_failure(convert(ck, tmp.str("out")), "hidden_size = 24 is not a multiple of num_attention_heads = 5");
   EXPECT_FALSE(fs::exists(tmp.str("out")));
 }
 
@@ -207,6 +220,61 @@ TEST(WeightsCli, SynthFromConfigFile) {
   expect_failure(r, "--layers 99 is more than the model's 16");
   r = test::run_command(kBin + " synth --arch gpt-5 " + tmp.str("s3"));
   expect_failure(r, "neither a built-in model nor a file");
+}
+
+// A conversion killed at any moment leaves nothing `validate` accepts as a model, except a
+// complete one: the new one once every file is in place, or with --overwrite the old one.
+TEST(WeightsCli, KilledConversionIsNeverTakenForAModel) {
+  test::TempDir tmp;
+  // A model big enough that a conversion takes a while (about 60 MB of f32).
+  auto j = nlohmann::json::parse(test::read_file(fixture("qwen3_moe") + "/config.json"));
+  j["hidden_size"] = 256;
+  j["head_dim"] = 32;
+  j["num_attention_heads"] = 8;
+  j["num_key_value_heads"] = 2;
+  j["moe_intermediate_size"] = 512;
+  j["num_experts"] = 8;
+  j["num_hidden_layers"] = 4;
+  j["vocab_size"] = 8000;
+  test::write_file(tmp.str("config.json"), j.dump());
+  const std::string synth = kBin + " synth --arch " + tmp.str("config.json") + " --dtype f32 --shards 2 --no-progress ";
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(test::run_command(synth + tmp.str("whole")).status, 0);
+  const double full = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(test::run_command(kBin + " validate " + tmp.str("whole")).status, 0);
+  const uint64_t old_uid = ModelFiles(tmp.str("whole")).header().model_uid;
+
+  int killed = 0;
+  for (double f : {0.05, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99}) {
+    for (bool overwrite : {false, true}) {
+      const std::string dir = tmp.str("k" + std::to_string(killed) + (overwrite ? "o" : ""));
+      if (overwrite) fs::copy(tmp.str("whole"), dir, fs::copy_options::recursive);
+      const pid_t child = fork();
+      if (child == 0) {
+        const std::string cmd = "exec " + synth + (overwrite ? "--overwrite --seed 7 " : "") + dir + " > /dev/null 2>&1";
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(f * full));
+      const bool was_killed = ::kill(child, SIGKILL) == 0;
+      int st = 0;
+      waitpid(child, &st, 0);
+      const bool finished = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+      killed += was_killed && !finished;
+      const auto v = test::run_command(kBin + " validate " + dir);
+      if (finished) {
+        EXPECT_EQ(v.status, 0) << "a finished conversion must validate\n" << v.output;
+      } else if (v.status == 0) {
+        // Accepted: only a whole model, and with --overwrite only the untouched old one.
+        ASSERT_TRUE(overwrite) << "killed after " << f * full << " s, yet validate accepts it:\n" << v.output;
+        EXPECT_EQ(ModelFiles(dir).header().model_uid, old_uid) << "a mix of two conversions was accepted";
+      } else {
+        EXPECT_EQ(v.status, 1) << v.output;
+        EXPECT_TRUE(v.output.find("INVALID") != std::string::npos) << v.output;
+      }
+    }
+  }
+  EXPECT_GT(killed, 4) << "the conversions finished before they could be killed; make the model bigger";
 }
 
 }  // namespace

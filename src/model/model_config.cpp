@@ -103,7 +103,14 @@ ModelConfig ModelConfig::from_hf_json(const json& j) {
   c.n_layer = get_int(j, "num_hidden_layers", 0, true);
   c.n_head = get_int(j, "num_attention_heads", 0, true);
   c.n_head_kv = get_int(j, "num_key_value_heads", c.n_head, false);
-  c.head_dim = get_int(j, "head_dim", c.n_head > 0 ? c.n_embd / c.n_head : 0, false);
+  c.head_dim = get_int(j, "head_dim", 0, false);
+  if (c.head_dim == 0 && c.n_head > 0) {  // no head_dim: the heads split the width evenly
+    ODMOE_CHECK(c.n_embd % c.n_head == 0, kConfig, "bad-config",
+                "hidden_size = " << c.n_embd << " is not a multiple of num_attention_heads = " << c.n_head
+                                 << " (and config.json gives no head_dim)",
+                "the checkpoint's config.json is inconsistent");
+    c.head_dim = c.n_embd / c.n_head;
+  }
   c.n_expert_used = get_int(j, "num_experts_per_tok", 0, true);
   c.rms_norm_eps = get_double(j, "rms_norm_eps", 1e-6);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", 0, true);
