@@ -396,11 +396,13 @@ struct KillRun {
   double seconds = 0;
   bool killed = false;
 };
-KillRun kill_a_worker(const std::string& launcher_opts, const std::string& model_dir, const std::string& out_path) {
+KillRun kill_a_worker(const std::string& launcher_opts, const std::string& model_dir, const std::string& out_path,
+                      int np = 3, int max_new = 400, const std::string& extra = "", const std::string& err_path = "") {
   KillRun k;
-  const std::string cmd = child_env() + kMpirun + " " + launcher_opts + " -np 3 " + kOdmoe + " generate --model " + model_dir +
-                          " --prompt 'ROMEO:' --max-new-tokens 400 --n-ctx 500 --load-gbps 0.05 --timeout 4 > " + out_path +
-                          " 2>&1";
+  const std::string cmd = child_env() + kMpirun + " " + launcher_opts + " -np " + std::to_string(np) + " " + kOdmoe +
+                          " generate --model " + model_dir + " --prompt 'ROMEO:' --max-new-tokens " +
+                          std::to_string(max_new) + " --n-ctx 500 --load-gbps 0.05 --timeout 4 " + extra + " > " +
+                          out_path + (err_path.empty() ? " 2>&1" : " 2> " + err_path);
   const pid_t child = fork();
   if (child == 0) {
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
@@ -426,7 +428,7 @@ KillRun kill_a_worker(const std::string& launcher_opts, const std::string& model
     waitpid(child, &st, 0);
   }
   k.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  k.output = test::read_file(out_path);
+  k.output = test::read_file(out_path) + (err_path.empty() ? "" : test::read_file(err_path));
   return k;
 }
 
@@ -447,6 +449,43 @@ TEST_F(Distributed, KilledWorkerBringsTheJobDownNamingTheRank) {
   EXPECT_NE(k.output.find("timed out after 4 s waiting for the results of layer"), std::string::npos) << k.output;
   EXPECT_NE(k.output.find("from rank 2 on "), std::string::npos) << k.output;
   EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
+}
+
+// --on-worker-failure degrade: the same kill, and main re-plans rank 2's layers onto the
+// other expert ranks and finishes the generation with the tokens of the undisturbed run.
+TEST_F(Distributed, KilledWorkerWithDegradeFinishesWithTheSameTokens) {
+  const std::string want_path = tmp_->str("degrade-single.txt");
+  ASSERT_EQ(test::run_command("{ " + child_env() + kOdmoe + " generate --model " + model("mixtral") +
+                              " --prompt 'ROMEO:' --max-new-tokens 24 --n-ctx 500 > " + want_path + "; }")
+                .status,
+            0);
+  const std::string want = test::read_file(want_path);
+  for (const auto& [np, mode] : std::vector<std::pair<int, std::string>>{{4, "--mode on-demand --predictor shadow"},
+                                                                          {5, "--mode cache --predictor gate-ahead"}}) {
+    SCOPED_TRACE(std::to_string(np) + " ranks, " + mode);
+    const std::string stats = tmp_->str("degrade-" + std::to_string(np) + ".json");
+    const std::string out = tmp_->str("degrade-" + std::to_string(np) + ".out");
+    const KillRun k = kill_a_worker("--enable-recovery", model("mixtral"), out, np, 24,
+                                    "--on-worker-failure degrade " + mode + " --stats-json " + stats,
+                                    tmp_->str("degrade-" + std::to_string(np) + ".err"));
+    ASSERT_TRUE(k.killed) << k.output;
+    EXPECT_EQ(k.status, 0) << k.output;
+    EXPECT_LT(k.seconds, 60.0) << k.output;
+    EXPECT_NE(k.output.find("rank 2 on "), std::string::npos) << k.output;
+    EXPECT_NE(k.output.find("stopped answering"), std::string::npos) << k.output;
+    EXPECT_EQ(test::read_file(out), want) << k.output;  // the single process's text
+    const nlohmann::json st = nlohmann::json::parse(test::read_file(stats));
+    ASSERT_EQ(st["failures"].size(), 1u) << st.dump();
+    EXPECT_EQ(st["failures"][0]["rank"], 2);
+    EXPECT_EQ(st["failures"][0]["expert_ranks_after"], np - 2);
+    EXPECT_EQ(st["generated_tokens"], 24);
+    EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
+  }
+  // Not with resident mode (nothing is loaded after start-up to re-plan).
+  const auto r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") +
+                                   " --prompt hi --mode resident --on-worker-failure degrade");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--on-worker-failure degrade re-plans loads on demand"), std::string::npos) << r.output;
 }
 
 }  // namespace

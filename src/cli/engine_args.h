@@ -17,7 +17,7 @@ namespace po = boost::program_options;
 struct EngineArgs {
   EngineOptions eo;
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
-  std::string departure = "early", miss_policy = "wait", cache_policy = "auto";
+  std::string departure = "early", miss_policy = "wait", cache_policy = "auto", on_failure = "abort";
 
   // `per_run`: also the options `odmoe bench` varies from run to run (--mode, --predictor,
   // --groups, --substitute); bench defines its own list-valued ones instead.
@@ -78,6 +78,10 @@ struct EngineArgs {
         "store-ranks", po::value(&store_ranks)->default_value(store_ranks),
         "node: the first expert rank of each node holds the node's part of the store | all: every expert rank does")(
         "timeout", po::value(&d.timeout_s)->default_value(d.timeout_s), "seconds any rank waits for another before failing")(
+        "on-worker-failure", po::value(&on_failure)->default_value(on_failure),
+        "an expert rank that stops answering within --timeout: abort (name it, bring every rank down) | degrade "
+        "(re-plan its layers onto the other expert ranks and finish with the same tokens; needs a launcher that "
+        "keeps the job alive, e.g. mpirun --enable-recovery; not for a store rank)")(
         "startup-timeout", po::value(&d.startup_timeout_s)->default_value(d.startup_timeout_s),
         "seconds allowed for start-up (mapping shards, loading the model)")(
         "load-gbps", po::value(&d.load_gbps)->default_value(0.0),
@@ -125,6 +129,11 @@ struct EngineArgs {
       throw cli::UsageError("--predictor-rank must name a rank other than main (the last rank)");
     if (d.predict_extra < 0) throw cli::UsageError("--predict-extra must be >= 0");
     if (d.gate_ahead_depth < 0) throw cli::UsageError("--gate-ahead-depth must be >= 0");
+    if (on_failure != "abort" && on_failure != "degrade")
+      throw cli::UsageError("--on-worker-failure must be abort or degrade");
+    d.degrade = on_failure == "degrade";
+    if (d.degrade && d.mode == dist::Mode::kResident)
+      throw cli::UsageError("--on-worker-failure degrade re-plans loads on demand: use --mode on-demand or cache");
     if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw cli::UsageError("--timeout and --startup-timeout must be > 0");
     if (d.load_gbps < 0) throw cli::UsageError("--load-gbps must be >= 0");
     if (d.prefill_batch < 8) throw cli::UsageError("--prefill-batch must be at least 8");

@@ -11,6 +11,7 @@
 // success, 1 error (the message says what was wrong and how to fix it; every rank is
 // brought down), 2 bad command line.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <algorithm>
@@ -307,8 +308,11 @@ int cmd_generate(int argc, char** argv) {
     std::string peaks;
     for (const auto& r : run["ranks"]) {
       char b[64];
-      std::snprintf(b, sizeof b, "%s%d: %.1f", peaks.empty() ? "" : ", ", r["rank"].get<int>(),
-                    r.value("peak_host_bytes", 0.0) / (1 << 20));
+      if (r.value("failed", false))
+        std::snprintf(b, sizeof b, "%s%d: failed", peaks.empty() ? "" : ", ", r["rank"].get<int>());
+      else
+        std::snprintf(b, sizeof b, "%s%d: %.1f", peaks.empty() ? "" : ", ", r["rank"].get<int>(),
+                      r.value("peak_host_bytes", 0.0) / (1 << 20));
       peaks += b;
     }
     if (run.contains("predictor") && run["predictor"].contains("predictor_rank")) {
@@ -479,6 +483,13 @@ int main(int argc, char** argv) {
   // MULTIPLE: the expert store's progress thread calls MPI beside the rank's main thread.
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   const int rc = run(argc, argv);
+  if (dist::job_degraded()) {
+    // An expert rank died and the run carried on without it (--on-worker-failure degrade):
+    // MPI without fault tolerance cannot finalize with a dead rank, so end here.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    _exit(rc);
+  }
   if (rc != 0 && Engine::ranks_coupled()) {
     // The other ranks are waiting on this one: bring the whole job down now rather than
     // let them run into their timeouts.

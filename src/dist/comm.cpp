@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -27,6 +28,7 @@ const char* op_name(Op op) {
     case Op::kKvRows: return "KV_ROWS";
     case Op::kPredict: return "PREDICT";
     case Op::kMark: return "MARK";
+    case Op::kReschedule: return "RESCHEDULE";
   }
   return "?";
 }
@@ -183,6 +185,25 @@ void Outbox::reap() {
     it = done ? pending_.erase(it) : it + 1;
   }
 }
+
+void Outbox::abandon(int dest) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->dest != dest) {
+      ++it;
+      continue;
+    }
+    MPI_Request_free(&it->req);
+    abandoned_.push_back(std::move(it->buf));
+    it = pending_.erase(it);
+  }
+}
+
+namespace {
+std::atomic<bool> g_degraded{false};
+}  // namespace
+
+bool job_degraded() { return g_degraded.load(); }
+void set_job_degraded() { g_degraded.store(true); }
 
 void Outbox::drain(const std::string& what) {
   while (!pending_.empty()) {

@@ -59,6 +59,7 @@ DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const Mod
   group_next_.assign(static_cast<size_t>(sched.n_groups()), 0);
   clock_offset_.assign(static_cast<size_t>(comm.size()), 0.0);
   rtt_.assign(static_cast<size_t>(comm.size()), 0.0);
+  for (int r = 0; r <= sched.n_workers(); ++r) phys_.push_back(r);
 }
 
 DistributedExpertExecutor::~DistributedExpertExecutor() = default;
@@ -70,7 +71,7 @@ void DistributedExpertExecutor::send_load(int layer, int expert, Placement p) {
   h.expert = expert;
   h.slot = p.slot;
   h.seq = ++seq_;
-  out_.send(p.rank, kTagCmd, h);
+  out_.send(phys(p.rank), kTagCmd, h);
   ++loads_;
 }
 
@@ -79,7 +80,7 @@ void DistributedExpertExecutor::send_drop(Placement p) {
   h.op = Op::kDrop;
   h.slot = p.slot;
   h.seq = ++seq_;
-  out_.send(p.rank, kTagCmd, h);
+  out_.send(phys(p.rank), kTagCmd, h);
 }
 
 void DistributedExpertExecutor::mark_memory(int64_t mark) {
@@ -87,7 +88,7 @@ void DistributedExpertExecutor::mark_memory(int64_t mark) {
     MsgHeader h;
     h.op = Op::kMark;
     h.seq = mark;
-    out_.send(r, kTagCmd, h);
+    out_.send(phys(r), kTagCmd, h);
   }
   out_.reap();
 }
@@ -367,17 +368,27 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
   cur_n_ = n;
   cur_k_ = k;
   cur_w_ = weights;
-  const size_t d = static_cast<size_t>(n_embd_);
   poll_predictor();  // the latest predictions first: they may still change this layer's loads
-  auto& plan = plan_[ring(step_, layer)];
+  std::set<int32_t> used_set(ids, ids + n * k);
+  ledger_.routed(layer, std::vector<int32_t>(used_set.begin(), used_set.end()));  // predictor accounting
+  if (opts_.degrade) {  // kept until collect(): a rank's failure sends the layer again
+    const size_t d = static_cast<size_t>(n_embd_);
+    cur_h_.assign(h, h + n * d);
+    cur_ids_.assign(ids, ids + n * k);
+  }
+  send_layer(layer, h, n, k, ids);
+  t_submit_ = now_s();
+  // A look-ahead predictor works while the workers compute.
+  predictor_->after_routing(step_, layer, h, n, ids, k, *this);
+}
 
+void DistributedExpertExecutor::send_layer(int layer, const float* h, size_t n, size_t k, const int32_t* ids) {
+  const size_t d = static_cast<size_t>(n_embd_);
+  auto& plan = plan_[ring(step_, layer)];
   // Which tokens need which expert, in expert order.
   std::map<int, std::vector<size_t>> users;
   std::map<int, int> host;  // expert -> store rank computing it (--miss-policy cpu)
   for (size_t i = 0; i < n * k; ++i) users[ids[i]].push_back(i);
-  std::vector<int32_t> used;
-  for (const auto& [e, _] : users) used.push_back(e);
-  ledger_.routed(layer, used);  // predictor accounting (decode steps)
 
   if (loads_on_demand()) {
     // Drop loads nobody needs (mispredictions), then load what is missing.
@@ -397,7 +408,8 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
         // A miss: the store rank nearest the group computes it from its own copy; nothing
         // is loaded.
         const Placement would = free_place(step_, layer, plan);
-        host[e] = store_.source_of(layer, e, comm_.node_of(would.rank >= 0 ? would.rank : place(step_, layer, 0).rank));
+        host[e] = store_.source_of(layer, e,
+                                   comm_.node_of(phys(would.rank >= 0 ? would.rank : place(step_, layer, 0).rank)));
         continue;
       }
       Placement p;
@@ -418,7 +430,7 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
     }
   }
 
-  if (caching() && !prefill_)
+  if (caching() && !prefill_ && !resending_)
     for (const auto& [e, _] : users) {
       ++cache_needed_;
       const Placement p = plan.at(e);
@@ -440,7 +452,9 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
     for (size_t c = 0; c < chunks.size(); ++c) {
       const size_t m = chunks[c];
       xs_.resize(m * d);
-      Pending pend{p.rank, e, {}};
+      // (A miss computed on a store rank names that rank itself.)
+      const int dest = hs != host.end() ? p.rank : phys(p.rank);
+      Pending pend{dest, e, {}};
       for (size_t q = 0; q < m; ++q) {
         pend.pairs.push_back(pairs[at + q]);
         std::memcpy(&xs_[q * d], h + (pairs[at + q] / k) * d, d * 4);
@@ -459,27 +473,31 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
         ++host_computes_;
       }
       hd.seq = ++seq_;
-      out_.send(p.rank, kTagCmd, hd, xs_.data(), m * d * 4);
+      out_.send(dest, kTagCmd, hd, xs_.data(), m * d * 4);
       pending_[hd.seq] = std::move(pend);
       ++computes_;
     }
   }
-  t_submit_ = now_s();
-  // A look-ahead predictor works while the workers compute.
-  predictor_->after_routing(step_, layer, h, n, ids, k, *this);
 }
 
 void DistributedExpertExecutor::collect(float* out) {
   const size_t d = static_cast<size_t>(n_embd_);
   const int layer = cur_layer_;
   while (!pending_.empty()) {
-    Message m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] {
-      std::set<int> ranks;
-      for (const auto& [_, p] : pending_) ranks.insert(p.rank);
-      std::string who;
-      for (int r : ranks) who += (who.empty() ? "" : ", ") + comm_.where(r);
-      return "the results of layer " + std::to_string(layer) + " from " + who;
-    }, [&] { out_.reap(); poll_predictor(); });
+    Message m;
+    try {
+      m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] {
+        std::set<int> ranks;
+        for (const auto& [_, p] : pending_) ranks.insert(p.rank);
+        std::string who;
+        for (int r : ranks) who += (who.empty() ? "" : ", ") + comm_.where(r);
+        return "the results of layer " + std::to_string(layer) + " from " + who;
+      }, [&] { out_.reap(); poll_predictor(); });
+    } catch (const Error& e) {
+      if (!opts_.degrade || e.code() != "timeout") throw;
+      recover(layer, e);  // re-plans over the ranks still alive and sends the layer again
+      continue;
+    }
     ODMOE_CHECK(m.header.op == Op::kResult, kMpi, "protocol",
                 "expected RESULT, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
     const auto it = pending_.find(m.header.seq);
@@ -523,6 +541,118 @@ void DistributedExpertExecutor::collect(float* out) {
   pump();
 }
 
+// --on-worker-failure degrade. `why` is the timeout that gave the failure away. Every live
+// expert rank is asked for a sign of life (its earlier answers are drained); those that give
+// none within the bound are dead. The survivors finish what they were doing (SYNC), get a
+// new schedule over themselves (RESCHEDULE: fewer ranks, as many groups as still divide
+// them), and main forgets every load and the cache, then sends `layer` again. Later layers
+// follow the new schedule; tokens are those of the undisturbed run, since results never
+// depend on which rank computed them.
+void DistributedExpertExecutor::recover(int layer, const Error& why) {
+  const double t0 = now_s();
+  const double bound = std::min(opts_.timeout_s, 5.0);
+  const int W = sched_.n_workers();
+  std::vector<int> alive, dead;
+  for (int r = 1; r <= W; ++r) {
+    MsgHeader h;
+    h.op = Op::kClock;
+    h.seq = ++seq_;
+    out_.send(phys(r), kTagCmd, h);
+  }
+  for (int r = 1; r <= W; ++r) {
+    bool answered = false;
+    try {
+      for (;;) {  // RESULTs it still owed come first
+        const Message m = comm_.recv(phys(r), kTagReply, [&] { return "a sign of life from " + comm_.where(phys(r)); },
+                                     [&] { out_.reap(); }, bound);
+        if (m.header.op == Op::kClock) break;
+      }
+      answered = true;
+    } catch (const Error&) {
+    }
+    (answered ? alive : dead).push_back(r);
+  }
+  if (dead.empty()) throw why;  // everyone answers: not a failure this can route around
+  std::string names;
+  for (int r : dead) names += (names.empty() ? "" : ", ") + comm_.where(phys(r));
+  for (int r : dead)
+    for (int s : store_.store_ranks())
+      ODMOE_CHECK(s != phys(r), kMpi, "rank-failed",
+                  comm_.where(s) << " died, and it holds expert shards other ranks pull from (a store rank): "
+                                 << "--on-worker-failure degrade cannot carry on without it",
+                  "use --store-ranks all with --placement sharded --replicas 2 or more, or restart the job");
+  ODMOE_CHECK(!alive.empty(), kMpi, "rank-failed", "every expert rank failed (" << names << ")", "restart the job");
+
+  // The survivors finish their pulls; then the new schedule.
+  for (int r : alive) {
+    MsgHeader h;
+    h.op = Op::kSync;
+    h.seq = ++seq_;
+    out_.send(phys(r), kTagCmd, h);
+  }
+  for (int r : alive)
+    for (;;) {
+      const Message m = comm_.recv(phys(r), kTagReply, [&] { return "READY from " + comm_.where(phys(r)); });
+      if (m.header.op == Op::kReady) break;
+    }
+  const int W2 = static_cast<int>(alive.size());
+  int G2 = 1;
+  for (int g = std::min(sched_.n_groups(), W2); g >= 1; --g)
+    if (W2 % g == 0 && W2 / g >= std::min(sched_.top_k(), W2)) {
+      G2 = g;
+      break;
+    }
+  Schedule next(n_layer_, n_expert_, sched_.top_k(), W2, G2, sched_.lookahead(), opts_.predict_extra);
+  std::vector<int> phys2 = {0};
+  for (int r : alive) phys2.push_back(phys(r));
+  for (int i = 1; i <= W2; ++i) {
+    const int32_t v[5] = {W2, G2, sched_.lookahead(), opts_.predict_extra, i};
+    MsgHeader h;
+    h.op = Op::kReschedule;
+    h.seq = ++seq_;
+    out_.send(phys2[static_cast<size_t>(i)], kTagCmd, h, v, sizeof v);
+  }
+  for (int r : dead) {
+    out_.abandon(phys(r));
+    failures_.push_back({{"rank", phys(r)},
+                         {"host", comm_.host(phys(r))},
+                         {"step", step_},
+                         {"layer", layer},
+                         {"detected_after_seconds", opts_.timeout_s},
+                         {"expert_ranks_after", W2},
+                         {"groups_after", G2},
+                         {"error", why.what()}});
+    dead_ranks_.push_back(phys(r));
+  }
+  phys_ = phys2;
+  sched_ = next;
+  n_slots_ = worker_slots(sched_, opts_);
+  n_cache_ = cache_slots(sched_, opts_);
+  cache_.assign(cache_.size(), std::vector<CacheEntry>(static_cast<size_t>(n_cache_)));
+  for (auto& plan : plan_) plan.clear();
+  std::fill(dispatched_.begin(), dispatched_.end(), false);
+  pending_.clear();
+  // Where each group's next layer is, from this layer on.
+  group_next_.assign(static_cast<size_t>(G2), 0);
+  for (int g = 0; g < G2; ++g) {
+    int l = layer;
+    while (l < n_layer_ && l % G2 != g) ++l;
+    group_next_[static_cast<size_t>(g)] = l < n_layer_ ? global(step_, l) : global(step_ + 1, g);
+  }
+  std::fprintf(stderr,
+               "[odmoe] %s stopped answering (step %d, layer %d): carrying on with %d expert ranks in %d group%s "
+               "(--on-worker-failure degrade; %.1f s to recover)\n",
+               names.c_str(), step_, layer, W2, G2, G2 > 1 ? "s" : "", now_s() - t0);
+  if (prefill_) {
+    dispatch_prefill_layer(layer);
+    dispatch_prefill_layer(layer + 1);
+  }
+  resending_ = true;
+  send_layer(layer, cur_h_.data(), cur_n_, cur_k_, cur_ids_.data());
+  resending_ = false;
+  pump();
+}
+
 nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, const nlohmann::json& main_rank_stats) {
   finished_ = true;
   const int W = sched_.n_workers();
@@ -530,15 +660,19 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
     MsgHeader h;
     h.op = Op::kStop;
     h.seq = ++seq_;
-    out_.send(r, kTagCmd, h);
+    h.flags = dead_ranks_.empty() ? 0 : kFlagDegraded;
+    out_.send(phys(r), kTagCmd, h);
   }
-  std::vector<nlohmann::json> worker(static_cast<size_t>(W + 1));
+  std::vector<nlohmann::json> worker(static_cast<size_t>(W + 1));  // by index among the live ranks
   for (int got = 0; got < W; ++got) {
     Message m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] { return std::string("statistics from every expert rank"); });
     ODMOE_CHECK(m.header.op == Op::kStats, kMpi, "protocol",
                 "expected STATS, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
-    worker[static_cast<size_t>(m.source)] = nlohmann::json::parse(m.payload.begin(), m.payload.end());
+    const auto at = std::find(phys_.begin(), phys_.end(), m.source);
+    ODMOE_CHECK(at != phys_.end() && at != phys_.begin(), kMpi, "protocol", "STATS from " << comm_.where(m.source), "");
+    worker[static_cast<size_t>(at - phys_.begin())] = nlohmann::json::parse(m.payload.begin(), m.payload.end());
   }
+  if (!dead_ranks_.empty()) set_job_degraded();
   out_.drain("the expert ranks to take STOP");
   predictor_->finish();
 
@@ -555,8 +689,8 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   uint64_t bytes = 0;
   for (int r = 1; r <= W; ++r) {
     nlohmann::json w = worker[static_cast<size_t>(r)];
-    w["clock_offset_seconds"] = clock_offset_[static_cast<size_t>(r)];
-    w["clock_rtt_seconds"] = rtt_[static_cast<size_t>(r)];
+    w["clock_offset_seconds"] = clock_offset_[static_cast<size_t>(phys(r))];
+    w["clock_rtt_seconds"] = rtt_[static_cast<size_t>(phys(r))];
     stall += w["stall_seconds"].get<double>();
     load += w["load_seconds"].get<double>();
     compute += w["compute_seconds"].get<double>();
@@ -565,7 +699,9 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
     copy.erase("trace_events");
     ranks.push_back(copy);
   }
+  for (int r : dead_ranks_) ranks.push_back({{"rank", r}, {"role", "worker"}, {"host", comm_.host(r)}, {"failed", true}});
   j["ranks"] = ranks;
+  if (!failures_.empty()) j["failures"] = failures_;
   if (caching()) {
     j["cache"] = {{"slots_per_rank", n_cache_},
                   {"policy", opts_.cache_by_score ? "score" : opts_.cache_lfu ? "lfu" : "lru"},
@@ -617,11 +753,12 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
     TraceRecorder::append_names(0, "rank 0: main (" + comm_.host(0) + ")", &events);
     TraceRecorder::append_events(trace_.to_json(), 0, 0.0, origin, &events);
     for (int r = 1; r <= W; ++r) {
-      TraceRecorder::append_names(r, "rank " + std::to_string(r) + ": expert rank, group " +
-                                         std::to_string(sched_.group_of_rank(r)) + " (" + comm_.host(r) + ")",
+      const int pr = phys(r);
+      TraceRecorder::append_names(pr, "rank " + std::to_string(pr) + ": expert rank, group " +
+                                          std::to_string(sched_.group_of_rank(r)) + " (" + comm_.host(pr) + ")",
                                   &events);
-      TraceRecorder::append_events(worker[static_cast<size_t>(r)]["trace_events"], r,
-                                   clock_offset_[static_cast<size_t>(r)], origin, &events);
+      TraceRecorder::append_events(worker[static_cast<size_t>(r)]["trace_events"], pr,
+                                   clock_offset_[static_cast<size_t>(pr)], origin, &events);
     }
     const std::string tmp = trace_path + ".tmp";
     {

@@ -175,24 +175,54 @@ class Worker {
                 "expert ranks pull experts on a loader thread, which needs MPI_THREAD_MULTIPLE; this MPI provides "
                     << provided,
                 "use an MPI library built with thread support");
-    n_slots_ = worker_slots(sched, opts);
     slot_bytes_ = (store.max_expert_bytes() + 4095) / 4096 * 4096;
-    slots_ = std::vector<Slot>(static_cast<size_t>(n_slots_));
-    for (Slot& s : slots_) {
+    allocate_slots(worker_slots(sched, opts));
+    loader_ = std::make_unique<Loader>(comm, store, opts, slots_);
+  }
+
+  // n_slots_ slots of slot_bytes_ each (the buffers of slots already there are kept).
+  void allocate_slots(int n) {
+    std::vector<Slot> fresh(static_cast<size_t>(n));
+    for (size_t i = 0; i < fresh.size(); ++i) {
+      if (i < slots_.size()) {
+        fresh[i].buf = std::move(slots_[i].buf);
+        continue;
+      }
       void* p = std::aligned_alloc(4096, slot_bytes_);
       ODMOE_CHECK(p, kCore, "oom", "cannot allocate a " << slot_bytes_ << "-byte expert slot", "");
-      s.buf.reset(static_cast<uint8_t*>(p));
+      fresh[i].buf.reset(static_cast<uint8_t*>(p));
     }
-    loader_ = std::make_unique<Loader>(comm, store, opts, slots_);
+    slots_.swap(fresh);
+    n_slots_ = n;
+  }
+
+  // --on-worker-failure degrade: a rank died; main has re-planned the layers over the
+  // survivors (payload: workers, groups, lookahead, extra, this rank's index among them).
+  // Every slot is idle (main synced first); the loader restarts over the new slots.
+  void reschedule(const std::vector<char>& payload) {
+    ODMOE_CHECK(payload.size() == 5 * sizeof(int32_t), kMpi, "protocol", "RESCHEDULE with " << payload.size() << " bytes", "");
+    int32_t v[5];
+    std::memcpy(v, payload.data(), sizeof v);
+    for (int s = 0; s < n_slots_; ++s) wait_slot(s, "RESCHEDULE");
+    loader_->stop();
+    retired_.push_back(std::move(loader_));
+    sched_ = Schedule(cfg_.n_layer, cfg_.n_expert, cfg_.n_expert_used, v[0], v[1], v[2], v[3]);
+    index_ = v[4];
+    allocate_slots(worker_slots(sched_, opts_));
+    loader_ = std::make_unique<Loader>(comm_, store_, opts_, slots_);
+    ++reschedules_;
   }
 
   void run() {
     bool started = false;  // the first COMPUTE may follow main's model loading: a longer bound
+    // With --on-worker-failure degrade, main may spend a timeout finding a dead rank, a
+    // probe and a re-plan before its next command: live ranks wait that out.
+    const double idle_bound = opts_.degrade ? 3 * opts_.timeout_s + 5 : opts_.timeout_s;
     for (;;) {
       const double t0 = now_s();
       Message m = comm_.recv(
           0, kTagCmd, [&] { return "a command from main (" + comm_.where(0) + ")"; }, [&] { check_loader(); },
-          started ? opts_.timeout_s : std::max(opts_.timeout_s, opts_.startup_timeout_s));
+          started ? idle_bound : std::max(idle_bound, opts_.startup_timeout_s));
       const double t1 = now_s();
       msg_wait_s_ += t1 - t0;
       const MsgHeader& h = m.header;
@@ -203,6 +233,7 @@ class Worker {
           compute(h, m.payload);
           break;
         case Op::kDrop: slot_at(h.slot).layer = slot_at(h.slot).expert = -1; break;
+        case Op::kReschedule: reschedule(m.payload); break;
         case Op::kMark:
           marks_.push_back({{"mark", h.seq}, {"rss_bytes", current_rss_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}});
           break;
@@ -230,6 +261,7 @@ class Worker {
           r.op = Op::kStats;
           out_.send(0, kTagReply, r, js.data(), js.size());
           out_.drain("main to take this rank's statistics");
+          if (h.flags & kFlagDegraded) set_job_degraded();
           return;
         }
         default:
@@ -343,11 +375,19 @@ class Worker {
 
   nlohmann::json stats() {
     nlohmann::json events = trace_.to_json();
+    double load_s = loader_->load_seconds;
+    uint64_t verified = loader_->verified;
+    for (const auto& l : retired_) {
+      load_s += l->load_seconds;
+      verified += l->verified;
+      for (const auto& e : l->trace().to_json()) events.push_back(e);
+    }
     for (const auto& e : loader_->trace().to_json()) events.push_back(e);
     return {{"rank", comm_.rank()},
             {"host", comm_.host(comm_.rank())},
             {"role", "worker"},
-            {"group", sched_.group_of_rank(comm_.rank())},
+            {"group", sched_.group_of_rank(index_)},
+            {"reschedules", reschedules_},
             {"slots", n_slots_},
             {"slot_bytes", slot_bytes_},
             {"store_bytes", store_.bytes_held()},
@@ -357,8 +397,8 @@ class Worker {
             {"pulls_from_own_window", pulls_local_rank_},
             {"pulls_from_other_nodes", pulls_remote_node_},
             {"bytes_pulled", bytes_pulled_},
-            {"pulls_verified", loader_->verified},
-            {"load_seconds", loader_->load_seconds},
+            {"pulls_verified", verified},
+            {"load_seconds", load_s},
             {"computes", computes_},
             {"compute_seconds", compute_s_},
             {"stall_seconds", stall_s_},
@@ -374,7 +414,10 @@ class Worker {
   const Comm& comm_;
   ExpertStore& store_;
   Backend& be_;
-  const Schedule& sched_;
+  Schedule sched_;
+  int index_ = comm_.rank();  // this rank among the expert ranks (1-based; changes after a failure)
+  int reschedules_ = 0;
+  std::vector<std::unique_ptr<Loader>> retired_;  // loaders before a reschedule (their figures)
   const DistOptions& opts_;
   Outbox out_;
   TraceRecorder trace_;

@@ -98,10 +98,16 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
   const ModelConfig& c = eng->files_->config();
   const int shadow_rank = o.dist.predictor_rank;
+  ODMOE_CHECK(!(o.dist.degrade && o.dist.mode == dist::Mode::kResident), kCli, "bad-option",
+              "--on-worker-failure degrade re-plans loads on demand; resident mode loads nothing after start-up",
+              "use --mode on-demand or cache, or --on-worker-failure abort");
   if (shadow_rank >= 0) {
     ODMOE_CHECK(o.dist.predictor == "shadow" && o.dist.mode != dist::Mode::kResident, kCli, "bad-option",
                 "--predictor-rank runs the shadow predictor on its own rank",
                 "use it with --mode on-demand --predictor shadow");
+    ODMOE_CHECK(!o.dist.degrade, kCli, "bad-option",
+                "--on-worker-failure degrade does not cover the predictor rank (--predictor-rank)",
+                "run the shadow on main, or use --on-worker-failure abort");
     ODMOE_CHECK(shadow_rank == size - 1 && size >= 3, kCli, "bad-option",
                 "--predictor-rank " << shadow_rank << ": the predictor rank must be the last rank (" << size - 1
                                     << ") of a job of at least 3",
@@ -123,7 +129,9 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
   }
   if (comm.rank() != 0) {
     dist::run_worker(comm, *eng->files_, *eng->store_, *eng->backend_, *eng->sched_, o.dist);
-    eng->store_->close();
+    // After a rank died (--on-worker-failure degrade) the windows cannot be freed (that is
+    // collective); the process ends without MPI_Finalize.
+    if (!dist::job_degraded()) eng->store_->close();
     return nullptr;
   }
 
@@ -185,7 +193,7 @@ nlohmann::json Engine::finish(const std::string& trace_path) {
   }
   main_stats["host"] = comm_->host(0);
   nlohmann::json j = exec_->finish(trace_path, main_stats);
-  store_->close();
+  if (!dist::job_degraded()) store_->close();
   return j;
 }
 

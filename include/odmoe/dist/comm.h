@@ -35,6 +35,8 @@ enum class Op : int32_t {
   kKvRows,       // main -> predictor rank: layer `layer`, rows [slot, slot + n_tokens): K then V (payload f32)
   kPredict,      // predictor rank -> main: step `seq`, layer `layer`: n_tokens expert ids (payload int32)
   kMark,         // main -> worker: record memory mark `seq` (resident set now and its peak); no answer
+  kReschedule,   // main -> worker (--on-worker-failure degrade, after kSync): a new schedule over the
+                 //   surviving ranks, payload int32 {workers, groups, lookahead, extra, this rank's index}
 };
 const char* op_name(Op op);
 
@@ -44,6 +46,14 @@ inline constexpr int kTagPredict = 13;  // predictor rank -> main: kPredict, and
 inline constexpr int32_t kFlagLast = 1;
 // COMPUTE on a store rank from its own mapped copy of the expert, no slot (--miss-policy cpu).
 inline constexpr int32_t kFlagHost = 2;
+// STOP after a rank failed (--on-worker-failure degrade): the job cannot finalize MPI.
+inline constexpr int32_t kFlagDegraded = 4;
+
+// True once this process took part in a run that lost a rank and carried on without it
+// (--on-worker-failure degrade). MPI without fault tolerance cannot finalize (or free
+// windows) with a dead rank, so such a process ends without MPI_Finalize.
+bool job_degraded();
+void set_job_degraded();
 
 struct MsgHeader {
   Op op = Op::kStop;
@@ -106,6 +116,9 @@ class Outbox {
   void send(int dest, int tag, const MsgHeader& h, const void* payload = nullptr, size_t bytes = 0);
   void reap();                          // frees completed sends
   void drain(const std::string& what);  // waits (bounded) for every send
+  // Gives up on the sends to `dest` (a rank that died): they are never waited for; their
+  // buffers are kept, since MPI may still read them.
+  void abandon(int dest);
   size_t in_flight() const { return pending_.size(); }
 
  private:
@@ -116,6 +129,7 @@ class Outbox {
   };
   const Comm& comm_;
   std::deque<Pending> pending_;
+  std::vector<std::vector<char>> abandoned_;  // buffers of sends to dead ranks
 };
 
 // Polling with backoff: spins briefly, then sleeps up to ~200 us between polls, so idle

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "odmoe/backend/backend.h"
+#include "odmoe/core/error.h"
 #include "odmoe/dist/comm.h"
 #include "odmoe/dist/expert_store.h"
 #include "odmoe/dist/prediction_ledger.h"
@@ -53,6 +54,7 @@ struct DistOptions {
   double load_gbps = 0;            // > 0: emulate a link of this many Gbit/s per expert rank
   int prefill_batch = 64;          // most tokens per COMPUTE message in prefill
   bool verify_pulls = false;       // check every pulled expert's checksums
+  bool degrade = false;            // --on-worker-failure degrade: carry on without an expert rank that died
   bool trace = false;              // record trace events
 };
 
@@ -110,6 +112,12 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   void poll_predictor();
   void pump();
   void dispatch(int step, int layer);  // loads the standing prediction of (step, layer), adjusting earlier loads
+  // Loads what `layer` needs and sends its COMPUTEs (pending_ gets one entry per message).
+  void send_layer(int layer, const float* h, size_t n, size_t k, const int32_t* ids);
+  // --on-worker-failure degrade: finds the dead expert ranks, re-plans over the others and
+  // sends `layer` again. Rethrows `why` when every rank is alive.
+  void recover(int layer, const Error& why);
+  int phys(int r) const { return phys_[static_cast<size_t>(r)]; }  // MPI rank of expert rank r of the schedule
   void send_load(int layer, int expert, Placement p);
   void send_drop(Placement p);
   void dispatch_prefill_layer(int layer);
@@ -189,6 +197,15 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   std::vector<double> rtt_;
   bool finished_ = false;
   double origin_ = now_s();
+
+  // --on-worker-failure degrade. The schedule numbers the live expert ranks 1..W; phys_[r]
+  // is the MPI rank of the r-th (identity until a rank fails).
+  std::vector<int> phys_;
+  std::vector<int> dead_ranks_;
+  nlohmann::json failures_ = nlohmann::json::array();
+  std::vector<float> cur_h_;  // the layer in flight, to send again after a failure
+  std::vector<int32_t> cur_ids_;
+  bool resending_ = false;
 };
 
 }  // namespace odmoe::dist
