@@ -153,5 +153,7 @@ const char* default_prompts_path();
 int cmd_eval_predictor(int argc, char** argv);
 // `odmoe bench` (bench.cpp): the paper's protocol over a list of configurations.
 int cmd_bench(int argc, char** argv);
+// `odmoe simulate` (simulate.cpp): the schedule simulator.
+int cmd_simulate(int argc, char** argv);
 
 }  // namespace odmoe::cli

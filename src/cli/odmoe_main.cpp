@@ -51,6 +51,7 @@ constexpr const char* kUsage =
     "  perplexity   perplexity of the model on a text file\n"
     "  eval-predictor  recall, precision and lead time of expert predictors over prompts\n"
     "  bench        the paper's protocol over modes x predictors x groups in one job (JSON)\n"
+    "  simulate     discrete-event model of distributed decode; projects other clusters, --suggest-groups\n"
     "\n"
     "`odmoe COMMAND --help` describes each command's options.\n";
 
@@ -473,7 +474,8 @@ int run(int argc, char** argv) {
                         {"logits", cmd_logits},
                         {"perplexity", cmd_perplexity},
                         {"eval-predictor", cli::cmd_eval_predictor},
-                        {"bench", cli::cmd_bench}}, kUsage);
+                        {"bench", cli::cmd_bench},
+                        {"simulate", cli::cmd_simulate}}, kUsage);
 }
 
 }  // namespace
