@@ -406,6 +406,16 @@ int cmd_bench(int argc, char** argv) {
         }
         if (!trace_path.empty()) r["trace"] = trace_path;
         r["per_prompt"] = prompts;
+        // The statistics as `generate --stats-json` writes them (what `odmoe simulate
+        // --from-stats` reads); their counters include the warm-up.
+        stats["generated_tokens"] = generated;
+        stats["decode_seconds"] = decode_s;
+        stats["decode_tokens_per_second"] = decode_s > 0 ? decode_steps / decode_s : 0.0;
+        stats["prompt_tokens"] = in_lens[ci] * static_cast<int>(prompts.size());
+        stats["prefill_seconds"] = prefill_s;
+        stats["ttft_seconds"] = r["ttft_seconds"];
+        stats["mode"] = r["mode"];
+        stats["engine"] = desc;
         r["stats"] = stats;
         std::fprintf(stderr, "[bench] %-22s G=%d in %4d out %4d: decode %8.1f tok/s, TTFT %7.2f ms\n",
                      spec.name().c_str(), r["groups"].get<int>(), in_lens[ci], out_len,
