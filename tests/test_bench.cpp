@@ -12,11 +12,7 @@
 namespace odmoe {
 namespace {
 
-#ifdef ODMOE_CHILD_ENV
-const std::string kChildEnv = std::string(ODMOE_CHILD_ENV) + " ";
-#else
-const std::string kChildEnv;
-#endif
+const std::string kChildEnv = test::child_env();
 const std::string kOdmoe = ODMOE_CLI_BIN;
 const std::string kMpirun = kChildEnv + ODMOE_MPIEXEC + " --allow-run-as-root --oversubscribe";
 

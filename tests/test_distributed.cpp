@@ -23,13 +23,7 @@ const std::string kOdmoe = ODMOE_CLI_BIN;
 const std::string kWeights = ODMOE_WEIGHTS_BIN;
 const std::string kMpirun = std::string(ODMOE_MPIEXEC) + " --allow-run-as-root --oversubscribe";
 
-std::string child_env() {
-#ifdef ODMOE_CHILD_ENV
-  return std::string(ODMOE_CHILD_ENV) + " ";
-#else
-  return "";
-#endif
-}
+using test::child_env;
 
 std::string mpirun(int np) { return child_env() + kMpirun + " -np " + std::to_string(np) + " " + kOdmoe; }
 

@@ -71,4 +71,14 @@ inline void write_file(const std::string& path, const std::string& bytes) {
 
 inline std::string data_dir() { return ODMOE_TEST_DATA_DIR; }  // tests/data
 
+// What the test's child processes run with: under AddressSanitizer, the MPI processes go
+// without LeakSanitizer (ODMOE_CHILD_ENV, see tests/CMakeLists.txt); "" otherwise.
+inline std::string child_env() {
+#ifdef ODMOE_CHILD_ENV
+  return std::string(ODMOE_CHILD_ENV) + " ";
+#else
+  return "";
+#endif
+}
+
 }  // namespace odmoe::test

@@ -554,14 +554,7 @@ int cmd_bench(int argc, char** argv) {
       {"load_gbps_emulated", ea.eo.dist.load_gbps},
       {"runs", results},
   };
-  const std::string tmp = json_path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    ODMOE_CHECK(f.good(), kIo, "open", "cannot write --json " << json_path, "check the path");
-    f << out.dump() << "\n";  // compact: a full sweep holds every generated token
-    ODMOE_CHECK(f.good(), kIo, "write", "writing " << tmp << " failed", "check free space");
-  }
-  std::filesystem::rename(tmp, json_path);
+  write_json_file(json_path, out, -1, "--json");  // compact: a full sweep holds every generated token
   std::fprintf(stderr, "[bench] wrote %s (%zu runs x cases)\n", json_path.c_str(), results.size());
   ODMOE_CHECK(!mismatch, kCore, "tokens-differ", "an exact run generated other tokens than the first exact run",
               "this is a bug: report it with the JSON");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,9 @@ struct EngineArgs {
 std::vector<std::string> read_prompts(const std::string& path, size_t limit);
 // The bundled model's held-out prompts ("" when none was found at build time).
 const char* default_prompts_path();
+// Writes `j` to `path` whole or not at all (a temporary name, then rename); `option` names
+// the command-line option in the error. indent < 0: compact.
+void write_json_file(const std::string& path, const nlohmann::json& j, int indent, const char* option);
 
 // `odmoe eval-predictor` (eval_predictor.cpp).
 int cmd_eval_predictor(int argc, char** argv);

@@ -32,6 +32,17 @@ const char* default_prompts_path() {
 #endif
 }
 
+void write_json_file(const std::string& path, const nlohmann::json& j, int indent, const char* option) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << option << " " << path, "check the path");
+    f << j.dump(indent) << "\n";
+    ODMOE_CHECK(f.good(), kIo, "write", "writing " << tmp << " failed", "check free space");
+  }
+  ODMOE_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, kIo, "rename", "cannot write " << option << " " << path, "");
+}
+
 std::vector<std::string> read_prompts(const std::string& path, size_t limit) {
   std::ifstream f(path);
   ODMOE_CHECK(f.good(), kIo, "open", "cannot read --prompts " << path,
@@ -221,13 +232,7 @@ int cmd_eval_predictor(int argc, char** argv) {
                         {"align_kv_period", ea.eo.dist.shadow.align_kv_period},
                         {"shadow_departure", ea.eo.dist.shadow.early_departure ? "early" : "late"},
                         {"results", results}};
-    const std::string tmp = json_path + ".tmp";
-    {
-      std::ofstream f(tmp);
-      ODMOE_CHECK(f.good(), kIo, "open", "cannot write --json " << json_path, "check the path");
-      f << j.dump(2) << "\n";
-    }
-    ODMOE_CHECK(std::rename(tmp.c_str(), json_path.c_str()) == 0, kIo, "rename", "cannot write " << json_path, "");
+    write_json_file(json_path, j, 2, "--json");
   }
   return 0;
 }

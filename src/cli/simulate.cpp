@@ -455,13 +455,7 @@ int cmd_simulate(int argc, char** argv) {
     nlohmann::json j = {{"command", "simulate"}, {"runs", out_runs}};
     if (!hardware.is_null()) j["hardware"] = hardware;
     if (!from_stats.empty()) j["from_stats"] = from_stats;
-    const std::string tmp = json_path + ".tmp";
-    {
-      std::ofstream f(tmp);
-      ODMOE_CHECK(f.good(), kIo, "open", "cannot write --json " << json_path, "check the path");
-      f << j.dump(2) << "\n";
-    }
-    ODMOE_CHECK(std::rename(tmp.c_str(), json_path.c_str()) == 0, kIo, "rename", "cannot write " << json_path, "");
+    write_json_file(json_path, j, 2, "--json");
   }
   return 0;
 }
