@@ -15,6 +15,17 @@ const json* find_key(const json& j, const char* key) {
   return &*it;
 }
 
+// An integer in [-1, 2^31 - 1]. (get<long long>() alone would wrap an unsigned value above
+// 2^63 to a negative one, and get<int>() would truncate.)
+int to_int(const json& v, const char* key) {
+  ODMOE_CHECK(v.is_number_integer() || v.is_number_unsigned(), kConfig, "bad-key",
+              "config.json: \"" << key << "\" must be an integer, got " << v.dump(), "");
+  const bool in_range = v.is_number_unsigned() ? v.get<uint64_t>() <= (1ull << 31) - 1
+                                               : v.get<long long>() >= -1 && v.get<long long>() <= (1ll << 31) - 1;
+  ODMOE_CHECK(in_range, kConfig, "bad-key", "config.json: \"" << key << "\" = " << v.dump() << " is out of range", "");
+  return static_cast<int>(v.get<long long>());
+}
+
 int get_int(const json& j, const char* key, int fallback, bool required) {
   const json* v = find_key(j, key);
   if (!v) {
@@ -22,12 +33,7 @@ int get_int(const json& j, const char* key, int fallback, bool required) {
                 "is this a Hugging Face config.json of a supported MoE model?");
     return fallback;
   }
-  ODMOE_CHECK(v->is_number_integer() || v->is_number_unsigned(), kConfig, "bad-key",
-              "config.json: \"" << key << "\" must be an integer, got " << v->dump(), "");
-  const auto x = v->get<long long>();
-  ODMOE_CHECK(x >= -1 && x <= (1ll << 31) - 1, kConfig, "bad-key",
-              "config.json: \"" << key << "\" = " << x << " is out of range", "");
-  return static_cast<int>(x);
+  return to_int(*v, key);
 }
 
 double get_double(const json& j, const char* key, double fallback) {
@@ -118,10 +124,7 @@ ModelConfig ModelConfig::from_hf_json(const json& j) {
   c.bos_token_id = get_int(j, "bos_token_id", -1, false);
   if (const json* eos = find_key(j, "eos_token_id")) {
     if (eos->is_array()) {
-      for (const auto& e : *eos) {
-        ODMOE_CHECK(e.is_number_integer(), kConfig, "bad-key", "config.json: eos_token_id must hold integers", "");
-        c.eos_token_ids.push_back(e.get<int>());
-      }
+      for (const auto& e : *eos) c.eos_token_ids.push_back(to_int(e, "eos_token_id"));
     } else {
       c.eos_token_ids.push_back(get_int(j, "eos_token_id", -1, true));
     }

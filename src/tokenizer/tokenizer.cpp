@@ -323,6 +323,16 @@ std::shared_ptr<const TokenizerImpl> build(const std::string& text) {
     impl->post_processor = parse_post_processor(*p, "post_processor");
   impl->decoder = DecoderChain::from_json(find_field(j, "decoder"));
   impl->load_added_tokens(find_field(j, "added_tokens"));
+  if (impl->post_processor) {
+    // What the post-processor adds (all it ever adds to a single sequence) must be tokens:
+    // decode would drop an id no token has, and the model has no embedding row for it.
+    std::vector<int32_t> special;
+    impl->post_processor->process(special, true);
+    for (int32_t id : special)
+      ODMOE_CHECK(impl->token_string(id) != nullptr, kTokenizer, "missing-special",
+                  "post_processor adds id " << id << ", which no token of the vocabulary or added_tokens has",
+                  "the tokenizer.json is malformed");
+  }
 
   size_t overlapping = 0;
   int32_t max_id = impl->model.max_id();

@@ -71,6 +71,13 @@ h5::Handle open_checked(hid_t file, const std::string& file_path, const std::str
               file_path << ": " << path << " is stored as " << dims_str(info->dims) << ", expected "
                         << dims_str(dims),
               "the model does not match its config.json; re-run the conversion");
+  // The dims come from the file (and the config): a reader allocates them only if the file
+  // really stores that many bytes.
+  uint64_t bytes = info->type_size;
+  for (uint64_t x : info->dims) bytes *= x;
+  ODMOE_CHECK(info->storage_bytes == bytes, kHdf5, "not-stored",
+              file_path << ": " << path << " stores " << info->storage_bytes << " of its " << bytes << " bytes",
+              "the file is truncated or corrupted; re-run the conversion");
   return d;
 }
 
@@ -182,8 +189,16 @@ FileHeader read_file_header(hid_t file, const std::string& path) {
   const auto parsed = parse_dtype(*dt);
   ODMOE_CHECK(parsed.has_value(), kHdf5, "bad-header", path << ": unknown weight dtype '" << *dt << "'", "");
   h.weight_dtype = *parsed;
-  h.shard_idx = static_cast<int>(h5::get_attr_int(file, layout::kAttrShardIndex).value_or(-1));
-  h.n_shard = static_cast<int>(h5::get_attr_int(file, layout::kAttrShardCount).value_or(0));
+  // At most 99999 shards (the five digits of their file names); checked before anything is
+  // sized by the count.
+  const int64_t shard_idx = h5::get_attr_int(file, layout::kAttrShardIndex).value_or(-1);
+  const int64_t n_shard = h5::get_attr_int(file, layout::kAttrShardCount).value_or(0);
+  ODMOE_CHECK(n_shard >= 0 && n_shard <= 99999 && shard_idx >= -1 && shard_idx < 99999, kHdf5, "bad-header",
+              path << " has " << layout::kAttrShardIndex << " " << shard_idx << " and " << layout::kAttrShardCount
+                   << " " << n_shard << "; a model has 1 to 99999 expert shards",
+              "the file is corrupted or was not written by odmoe-weights; re-run the conversion");
+  h.shard_idx = static_cast<int>(shard_idx);
+  h.n_shard = static_cast<int>(n_shard);
   return h;
 }
 
@@ -192,6 +207,10 @@ std::string read_bytes(hid_t file, const std::string& path) {
   h5::Handle d = h5::open_dataset(file, path);
   const h5::DatasetInfo info = h5::dataset_info(d.get());
   ODMOE_CHECK(info.dims.size() == 1 && info.type_size == 1, kHdf5, "bad-type", path << " is not a byte dataset", "");
+  // Its size comes from the file: allocate only what the file really stores.
+  ODMOE_CHECK(info.dims[0] <= info.storage_bytes, kHdf5, "not-stored",
+              path << " claims " << info.dims[0] << " bytes but stores " << info.storage_bytes,
+              "the file is truncated or corrupted; re-run the conversion");
   std::string s(info.dims[0], '\0');
   read_checked(d.get(), "", path, s.data(), s.size());
   return s;
@@ -254,6 +273,14 @@ ModelFiles::ModelFiles(const std::string& dir) : dir_(dir) {
   hf_config_json_ = read_bytes(model_.get(), layout::kHfConfigPath);
   tokenizer_json_ = read_bytes(model_.get(), layout::kTokenizerPath);
   config_ = ModelConfig::from_hf_json_text(hf_config_json_);
+  // Lists and loops everywhere are sized by the layer count (tensor specs, validation, the
+  // expert directory): it must be what the file holds before anything uses it.
+  ODMOE_CHECK(h5::exists(model_.get(), layout::layer_group_path(config_.n_layer - 1)) &&
+                  !h5::exists(model_.get(), layout::layer_group_path(config_.n_layer)),
+              kHdf5, "bad-config",
+              model_path() << ": its config.json says num_hidden_layers = " << config_.n_layer
+                           << ", but the file does not hold layers 0 to " << config_.n_layer - 1 << " and no more",
+              "the file is corrupted, or its config.json was edited; re-run the conversion");
   shards_.resize(static_cast<size_t>(header_.n_shard));
 }
 

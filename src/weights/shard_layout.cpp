@@ -57,8 +57,6 @@ const char* tensor_kind_name(TensorKind k) {
 
 namespace {
 
-std::string layer_path(int l) { return "/layers/" + std::to_string(l); }
-
 TensorSpec spec(TensorKind kind, int l, int e, std::vector<size_t> shape, std::string path) {
   TensorSpec s{kind, l, e, std::move(shape), std::move(path)};
   return s;
@@ -73,7 +71,7 @@ std::vector<TensorSpec> dense_tensor_specs(const ModelConfig& c) {
   std::vector<TensorSpec> out;
   out.push_back(spec(K::kEmbed, -1, -1, {static_cast<size_t>(c.vocab_size), d}, "/embed_tokens"));
   for (int l = 0; l < c.n_layer; ++l) {
-    const std::string lp = layer_path(l), ap = lp + "/attn/";
+    const std::string lp = layer_group_path(l), ap = lp + "/attn/";
     out.push_back(spec(K::kAttnNorm, l, -1, {d}, lp + "/attn_norm"));
     out.push_back(spec(K::kWq, l, -1, {q, d}, ap + "q"));
     out.push_back(spec(K::kWk, l, -1, {kv, d}, ap + "k"));
@@ -108,7 +106,9 @@ std::vector<TensorSpec> dense_tensor_specs(const ModelConfig& c) {
   return out;
 }
 
-std::string expert_group_path(int l, int e) { return layer_path(l) + "/experts/" + std::to_string(e); }
+std::string layer_group_path(int l) { return "/layers/" + std::to_string(l); }
+
+std::string expert_group_path(int l, int e) { return layer_group_path(l) + "/experts/" + std::to_string(e); }
 
 std::vector<TensorSpec> expert_tensor_specs(const ModelConfig& c, int l, int e) {
   const size_t d = c.n_embd, f = c.n_ff_expert;

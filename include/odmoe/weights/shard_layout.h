@@ -91,6 +91,7 @@ std::vector<TensorSpec> dense_tensor_specs(const ModelConfig& cfg);
 // gate [n_ff, n_embd], up [n_ff, n_embd], down [n_embd, n_ff] of one routed expert, in file order.
 std::vector<TensorSpec> expert_tensor_specs(const ModelConfig& cfg, int layer_idx, int expert_idx);
 std::string expert_group_path(int layer_idx, int expert_idx);  // "/layers/3/experts/5"
+std::string layer_group_path(int layer_idx);                   // "/layers/3" (in model.h5 and shadow.h5)
 
 // Shard holding expert (l, e): round-robin over the global expert index, so the experts of
 // one layer are spread over all shards (and over all store ranks in sharded placement).
