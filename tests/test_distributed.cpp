@@ -135,8 +135,12 @@ TEST_P(DistributedTokens, MatchSingleProcess) {
       }
     } else if (c.predictor == "shadow") {
       // How many predictions come in time depends on thread timing; what must hold is that
-      // the shadow predicted, and (test above) that it never changed the tokens.
-      EXPECT_GT(stats["predictor"]["decode_predicted"].get<int>(), 0);
+      // the shadow predicted, and (test above) that it never changed the tokens. On a rank of
+      // its own it first re-encodes the whole model, so under load a 20-token run may end
+      // before any of its predictions is in time: there, that it ran steps is what is sure.
+      if (!predictor_rank) {
+        EXPECT_GT(stats["predictor"]["decode_predicted"].get<int>(), 0);
+      }
       EXPECT_GT(stats["predictor"]["steps_run"].get<int>(), 0);
     } else {  // real predictors: some hits, never all of them on these models
       EXPECT_GT(recall, 0.0) << c.predictor;

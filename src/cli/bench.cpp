@@ -280,11 +280,7 @@ int cmd_bench(int argc, char** argv) {
       eo.dist.predictor = spec.predictor;
       eo.dist.groups = spec.groups;
       eo.dist.substitute = spec.mode == "substitute" ? alpha : -1.0;
-      EngineArgs policy = ea;
-      policy.eo.dist.substitute = eo.dist.substitute;
-      policy.set_cache_policy();
-      eo.dist.cache_lfu = policy.eo.dist.cache_lfu;
-      eo.dist.cache_by_score = policy.eo.dist.cache_by_score;
+      ea.set_cache_policy(eo.dist);
     }
     for (size_t ci = 0; ci < in_lens.size(); ++ci) {
       for (int out_len : out_lens) {

@@ -94,10 +94,10 @@ struct EngineArgs {
         "trace", po::value(&trace), "write a Chrome/Perfetto trace-event file (one track per rank)");
     o.add(dd);
   }
-  // The eviction rule --cache-policy gives, with the current --substitute.
-  void set_cache_policy() {
-    eo.dist.cache_lfu = cache_policy == "lfu";
-    eo.dist.cache_by_score = cache_policy == "score" || (cache_policy == "auto" && eo.dist.substitute >= 0);
+  // The eviction rule --cache-policy gives `d`, with d's --substitute.
+  void set_cache_policy(dist::DistOptions& d) const {
+    d.cache_lfu = cache_policy == "lfu";
+    d.cache_by_score = cache_policy == "score" || (cache_policy == "auto" && d.substitute >= 0);
   }
   // Checks the values and fills the enums; UsageError on a bad one.
   void finalize() {
@@ -118,7 +118,7 @@ struct EngineArgs {
     d.miss_on_host = miss_policy == "cpu";
     if (cache_policy != "auto" && cache_policy != "lru" && cache_policy != "lfu" && cache_policy != "score")
       throw cli::UsageError("--cache-policy must be auto, lru, lfu or score");
-    set_cache_policy();
+    set_cache_policy(d);
     if (d.substitute > 1) throw cli::UsageError("--substitute alpha must be at most 1");
     if (d.substitute >= 0 && d.mode != dist::Mode::kCache)
       throw cli::UsageError("--substitute needs --mode cache (it swaps in cached experts)");

@@ -369,26 +369,31 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
   cur_k_ = k;
   cur_w_ = weights;
   poll_predictor();  // the latest predictions first: they may still change this layer's loads
-  std::set<int32_t> used_set(ids, ids + n * k);
-  ledger_.routed(layer, std::vector<int32_t>(used_set.begin(), used_set.end()));  // predictor accounting
+  const Users users = users_of(ids, n * k);
+  std::vector<int32_t> used;
+  for (const auto& [e, _] : users) used.push_back(e);
+  ledger_.routed(layer, used);  // predictor accounting (decode steps)
   if (opts_.degrade) {  // kept until collect(): a rank's failure sends the layer again
     const size_t d = static_cast<size_t>(n_embd_);
     cur_h_.assign(h, h + n * d);
     cur_ids_.assign(ids, ids + n * k);
   }
-  send_layer(layer, h, n, k, ids);
+  send_layer(layer, h, k, users);
   t_submit_ = now_s();
   // A look-ahead predictor works while the workers compute.
   predictor_->after_routing(step_, layer, h, n, ids, k, *this);
 }
 
-void DistributedExpertExecutor::send_layer(int layer, const float* h, size_t n, size_t k, const int32_t* ids) {
+DistributedExpertExecutor::Users DistributedExpertExecutor::users_of(const int32_t* ids, size_t pairs) {
+  Users users;
+  for (size_t i = 0; i < pairs; ++i) users[ids[i]].push_back(i);
+  return users;
+}
+
+void DistributedExpertExecutor::send_layer(int layer, const float* h, size_t k, const Users& users) {
   const size_t d = static_cast<size_t>(n_embd_);
   auto& plan = plan_[ring(step_, layer)];
-  // Which tokens need which expert, in expert order.
-  std::map<int, std::vector<size_t>> users;
   std::map<int, int> host;  // expert -> store rank computing it (--miss-policy cpu)
-  for (size_t i = 0; i < n * k; ++i) users[ids[i]].push_back(i);
 
   if (loads_on_demand()) {
     // Drop loads nobody needs (mispredictions), then load what is missing.
@@ -440,7 +445,7 @@ void DistributedExpertExecutor::send_layer(int layer, const float* h, size_t n, 
     }
 
   // COMPUTE: each expert's tokens in mini-batches, in expert order.
-  pair_out_.assign(n * k * d, 0.0f);
+  pair_out_.assign(cur_n_ * k * d, 0.0f);
   pending_.clear();
   for (const auto& [e, pairs] : users) {
     const auto hs = host.find(e);
@@ -648,7 +653,7 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
     dispatch_prefill_layer(layer + 1);
   }
   resending_ = true;
-  send_layer(layer, cur_h_.data(), cur_n_, cur_k_, cur_ids_.data());
+  send_layer(layer, cur_h_.data(), cur_k_, users_of(cur_ids_.data(), cur_ids_.size()));
   resending_ = false;
   pump();
 }

@@ -75,20 +75,6 @@ const std::vector<std::unique_ptr<odmoe::Tokenizer>>& tokenizers() {
   return all;
 }
 
-void check_decoding(const odmoe::Tokenizer& tok, const std::vector<int32_t>& ids, bool skip) {
-  const std::string text = tok.decode(ids, skip);
-  ODMOE_FUZZ_REQUIRE(odmoe::Tokenizer::is_valid_utf8(text), "decode() gave invalid UTF-8");
-  odmoe::StreamDecoder stream(tok, skip);
-  std::string streamed;
-  for (int32_t id : ids) {
-    const std::string piece = stream.push(id);
-    ODMOE_FUZZ_REQUIRE(odmoe::Tokenizer::is_valid_utf8(piece), "StreamDecoder::push gave invalid UTF-8");
-    streamed += piece;
-  }
-  streamed += stream.flush();
-  ODMOE_FUZZ_REQUIRE(streamed == text, "StreamDecoder's pieces differ from decode()");
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

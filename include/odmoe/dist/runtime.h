@@ -112,8 +112,11 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   void poll_predictor();
   void pump();
   void dispatch(int step, int layer);  // loads the standing prediction of (step, layer), adjusting earlier loads
+  // Which (token, choice) pairs t*k + j need each expert, in expert order.
+  using Users = std::map<int, std::vector<size_t>>;
+  static Users users_of(const int32_t* ids, size_t pairs);
   // Loads what `layer` needs and sends its COMPUTEs (pending_ gets one entry per message).
-  void send_layer(int layer, const float* h, size_t n, size_t k, const int32_t* ids);
+  void send_layer(int layer, const float* h, size_t k, const Users& users);
   // --on-worker-failure degrade: finds the dead expert ranks, re-plans over the others and
   // sends `layer` again. Rethrows `why` when every rank is alive.
   void recover(int layer, const Error& why);
