@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -386,48 +387,64 @@ std::vector<pid_t> find_ranks(const std::string& marker, int rank) {
   return out;
 }
 
-// Starts a long generation, SIGKILLs expert rank 2 once tokens flow, and returns the job's
-// output, exit status and the seconds from the kill to the end of the job.
+// Starts a long generation, does `fault` once tokens flow, and returns the job's output,
+// exit status and the seconds from the fault to the end of the job (a job still running
+// 60 s after it is killed and reported as a hang: status -1).
 struct KillRun {
   std::string output;
   int status = -1;
   double seconds = 0;
-  bool killed = false;
+  bool killed = false;  // the fault found what it acts on
 };
-KillRun kill_a_worker(const std::string& launcher_opts, const std::string& model_dir, const std::string& out_path,
-                      int np = 3, int max_new = 400, const std::string& extra = "", const std::string& err_path = "") {
+KillRun run_with_fault(const std::string& launcher_opts, const std::string& model_dir, const std::string& out_path,
+                       int np, int max_new, const std::string& extra, const std::string& err_path,
+                       const std::function<bool()>& fault) {
   KillRun k;
   const std::string cmd = child_env() + kMpirun + " " + launcher_opts + " -np " + std::to_string(np) + " " + kOdmoe +
                           " generate --model " + model_dir + " --prompt 'ROMEO:' --max-new-tokens " +
-                          std::to_string(max_new) + " --n-ctx 500 --load-gbps 0.05 --timeout 4 " + extra + " > " +
+                          std::to_string(max_new) + " --n-ctx 500 --timeout 4 " +
+                          (extra.find("--load-gbps") == std::string::npos ? "--load-gbps 0.05 " : "") + extra + " > " +
                           out_path + (err_path.empty() ? " 2>&1" : " 2> " + err_path);
   const pid_t child = fork();
   if (child == 0) {
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  // Wait until the job streams text, then kill rank 2.
+  // Wait until the job streams text, then strike.
   const auto start = std::chrono::steady_clock::now();
   auto since = [](auto t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
-  while (since(start) < 60 && test::read_file(out_path).find("ROMEO: ") == std::string::npos)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  const auto victims = find_ranks(model_dir, 2);
-  const auto t_kill = std::chrono::steady_clock::now();
-  for (pid_t p : victims) k.killed = ::kill(p, SIGKILL) == 0 || k.killed;
   int st = 0;
-  while (since(t_kill) < 60) {
+  bool ended = false;  // before the text came: the fault is not applied
+  while (since(start) < 60 && test::read_file(out_path).find("ROMEO: ") == std::string::npos && !ended) {
+    ended = waitpid(child, &st, WNOHANG) == child;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto t_fault = std::chrono::steady_clock::now();
+  k.killed = !ended && fault();
+  while (!ended && since(t_fault) < 60) {
     if (waitpid(child, &st, WNOHANG) == child) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  k.seconds = since(t_kill);
+  k.seconds = since(t_fault);
   if (k.seconds >= 60) {  // a hang: clean up and report it
     for (pid_t p : find_ranks(model_dir, -1)) ::kill(p, SIGKILL);
     waitpid(child, &st, 0);
   }
-  k.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  k.status = k.seconds < 60 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   k.output = test::read_file(out_path) + (err_path.empty() ? "" : test::read_file(err_path));
   return k;
+}
+
+// The same, the fault being a SIGKILL of rank `victim`.
+KillRun kill_a_worker(const std::string& launcher_opts, const std::string& model_dir, const std::string& out_path,
+                      int np = 3, int max_new = 400, const std::string& extra = "", const std::string& err_path = "",
+                      int victim = 2) {
+  return run_with_fault(launcher_opts, model_dir, out_path, np, max_new, extra, err_path, [&] {
+    bool killed = false;
+    for (pid_t p : find_ranks(model_dir, victim)) killed = ::kill(p, SIGKILL) == 0 || killed;
+    return killed;
+  });
 }
 
 TEST_F(Distributed, KilledWorkerBringsTheJobDownNamingTheRank) {
@@ -484,6 +501,106 @@ TEST_F(Distributed, KilledWorkerWithDegradeFinishesWithTheSameTokens) {
                                    " --prompt hi --mode resident --on-worker-failure degrade");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("--on-worker-failure degrade re-plans loads on demand"), std::string::npos) << r.output;
+}
+
+
+// A store rank (rank 1 holds the replicated store on this one node) killed mid-decode: the
+// job ends, naming it, by the launcher or -- with the job kept alive -- by main, which
+// refuses to degrade around the rank every other pulls from.
+TEST_F(Distributed, KilledStoreRankEndsTheJobNamingIt) {
+  KillRun k = kill_a_worker("", model("mixtral"), tmp_->str("kill-store1.out"), 3, 400, "", "", 1);
+  ASSERT_TRUE(k.killed) << k.output;
+  EXPECT_NE(k.status, 0) << k.output;
+  EXPECT_LT(k.seconds, 20.0) << k.output;
+  EXPECT_NE(k.output.find("rank 1"), std::string::npos) << k.output;
+  EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
+
+  // (mpirun --enable-recovery of Open MPI 4.1 exits 0 whatever its ranks' status: main's
+  // error and every rank's end are what show the failure.)
+  k = kill_a_worker("--enable-recovery", model("mixtral"), tmp_->str("kill-store2.out"), 4, 400,
+                    "--on-worker-failure degrade", "", 1);
+  ASSERT_TRUE(k.killed) << k.output;
+  EXPECT_LT(k.seconds, 15.0) << k.output;  // --timeout 4, a probe, then every rank down at once
+  EXPECT_NE(k.output.find("error [mpi/rank-failed] rank 0 on "), std::string::npos) << k.output;
+  EXPECT_NE(k.output.find("main failed (its error is above); this rank exits"), std::string::npos) << k.output;
+  EXPECT_NE(k.output.find("rank 1 on "), std::string::npos) << k.output;
+  EXPECT_NE(k.output.find("a store rank"), std::string::npos) << k.output;
+  EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
+}
+
+// Expert shard files changed under a running job. Deleted (or replaced whole, as a
+// re-conversion does): the store serves the copy it mapped and the tokens are unchanged.
+// Rewritten in place: the store rank finds it within a second and ends the job naming the
+// file. Truncated: a read of the mapping faults (SIGBUS); the rank names the file and dies.
+TEST_F(Distributed, ShardFilesChangedAfterStart) {
+  const std::string src = std::string(ODMOE_SOURCE_DIR) + "/weights-tools/models/shakespeare-mixtral";
+  const std::string want_path = tmp_->str("shard-single.txt");
+  ASSERT_EQ(test::run_command(kWeights + " convert " + src + " " + tmp_->str("shard-ref") + " --shards 2").status, 0);
+  ASSERT_EQ(test::run_command("{ " + child_env() + kOdmoe + " generate --model " + tmp_->str("shard-ref") +
+                              " --prompt 'ROMEO:' --max-new-tokens 40 --n-ctx 500 > " + want_path + "; }")
+                .status,
+            0);
+  struct Fault {
+    std::string name, shell;  // run in the model directory
+  };
+  for (const Fault& f : {Fault{"deleted", "rm experts-0000*-of-00002.h5"},
+                         Fault{"rewritten", "dd if=/dev/urandom of=experts-00001-of-00002.h5 bs=4096 seek=64 count=4 "
+                                            "conv=notrunc 2>/dev/null"},
+                         Fault{"truncated", "truncate -s 8192 experts-00000-of-00002.h5"}}) {
+    SCOPED_TRACE(f.name);
+    const std::string dir = tmp_->str("shard-" + f.name);
+    ASSERT_EQ(test::run_command(kWeights + " convert " + src + " " + dir + " --shards 2").status, 0);
+    const std::string out = tmp_->str("shard-" + f.name + ".out"), err = tmp_->str("shard-" + f.name + ".err");
+    const KillRun k = run_with_fault("", dir, out, 3, f.name == "deleted" ? 40 : 400, "--load-gbps 0.5", err, [&] {
+      return test::run_command("cd " + dir + " && " + f.shell).status == 0;
+    });
+    ASSERT_TRUE(k.killed) << k.output;
+    EXPECT_LT(k.seconds, 20.0) << k.output;
+    EXPECT_TRUE(find_ranks(dir, -1).empty());
+    if (f.name == "deleted") {
+      EXPECT_EQ(k.status, 0) << k.output;
+      EXPECT_EQ(test::read_file(out), test::read_file(want_path)) << k.output;
+      EXPECT_NE(k.output.find("experts-00000-of-00002.h5 was deleted after the job started"), std::string::npos)
+          << k.output;
+    } else {
+      EXPECT_NE(k.status, 0) << k.output;
+      EXPECT_NE(k.output.find("error [io/file-changed] rank 1 on "), std::string::npos) << k.output;
+      EXPECT_NE(k.output.find(f.name == "rewritten" ? "experts-00001-of-00002.h5 was changed after the job started"
+                                                    : "experts-00000-of-00002.h5 is now 8192 bytes"),
+                std::string::npos)
+          << k.output;
+    }
+  }
+}
+
+// Expert slots that do not fit an expert rank's device memory (emulated: --device-mib) fail
+// to allocate at start-up: the rank names itself and the sizes, and every rank exits.
+TEST_F(Distributed, SlotsThatDoNotFitTheDeviceEndTheJob) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = test::run_command(mpirun(3) + " generate --model " + model("mixtral") +
+                                   " --prompt hi --device-mib 0.3 --timeout 10");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_LT(secs, 20.0) << r.output;
+  EXPECT_NE(r.output.find("error [core/device-memory] rank "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("MiB (--device-mib) and the slots need"), std::string::npos) << r.output;
+  EXPECT_TRUE(find_ranks(model("mixtral"), -1).empty());
+  // Enough for the slots: the same command runs.
+  EXPECT_EQ(test::run_command(mpirun(3) + " generate --model " + model("mixtral") +
+                              " --prompt hi --max-new-tokens 4 --device-mib 64")
+                .status,
+            0);
+}
+
+// An expert rank with nothing to do for longer than --timeout (3 expert ranks, top-2: one
+// idles in every decode layer of a group of 3) is kept alive by main, not timed out.
+TEST_F(Distributed, IdleExpertRankOutlastsTheTimeout) {
+  const auto r = test::run_command(mpirun(4) + " generate --model " + model("mixtral") +
+                                   " --prompt 'ROMEO:' --max-new-tokens 60 --groups 1 --load-gbps 0.1 --timeout 1.5 " +
+                                   "--stats-json " + tmp_->str("idle.json"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json st = nlohmann::json::parse(test::read_file(tmp_->str("idle.json")));
+  EXPECT_GT(st["decode_seconds"].get<double>(), 3.0) << "the run must outlast --timeout twice";
 }
 
 }  // namespace

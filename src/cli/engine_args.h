@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,9 @@ struct EngineArgs {
         "seconds allowed for start-up (mapping shards, loading the model)")(
         "load-gbps", po::value(&d.load_gbps)->default_value(0.0),
         "EMULATION: cap each expert rank's pulls at this many Gbit/s (an edge device's link); 0: off")(
+        "device-mib", po::value(&d.device_mib)->default_value(0.0),
+        "EMULATION: the device memory of each expert rank, MiB (an edge GPU's): expert slots that do not fit fail to "
+        "allocate, as they would on the device; 0: off")(
         "prefill-batch", po::value(&d.prefill_batch)->default_value(d.prefill_batch), "most tokens per expert message in prefill")(
         "verify-pulls", po::bool_switch(&d.verify_pulls), "check the checksum of every pulled expert")(
         "progress-thread", po::value(&progress)->default_value(progress),
@@ -136,7 +140,8 @@ struct EngineArgs {
     if (d.degrade && d.mode == dist::Mode::kResident)
       throw cli::UsageError("--on-worker-failure degrade re-plans loads on demand: use --mode on-demand or cache");
     if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw cli::UsageError("--timeout and --startup-timeout must be > 0");
-    if (d.load_gbps < 0) throw cli::UsageError("--load-gbps must be >= 0");
+    if (!(d.load_gbps >= 0) || !std::isfinite(d.load_gbps)) throw cli::UsageError("--load-gbps must be a number >= 0");
+    if (!(d.device_mib >= 0) || !std::isfinite(d.device_mib)) throw cli::UsageError("--device-mib must be a number >= 0");
     if (d.prefill_batch < 8) throw cli::UsageError("--prefill-batch must be at least 8");
     if (d.store.replicas < 1) throw cli::UsageError("--replicas must be at least 1");
     if (d.groups < 0) throw cli::UsageError("--groups must be >= 0");

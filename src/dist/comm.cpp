@@ -29,6 +29,8 @@ const char* op_name(Op op) {
     case Op::kPredict: return "PREDICT";
     case Op::kMark: return "MARK";
     case Op::kReschedule: return "RESCHEDULE";
+    case Op::kAbort: return "ABORT";
+    case Op::kKeepAlive: return "KEEP_ALIVE";
   }
   return "?";
 }
@@ -175,7 +177,13 @@ void Outbox::send(int dest, int tag, const MsgHeader& h, const void* payload, si
               "a " << p.buf.size() << "-byte message exceeds MPI's count limit", "use a smaller --prefill-batch");
   MPI_Isend(p.buf.data(), static_cast<int>(p.buf.size()), MPI_BYTE, dest, tag, comm_.comm(), &p.req);
   pending_.push_back(std::move(p));
+  if (last_send_s_.size() <= static_cast<size_t>(dest)) last_send_s_.resize(static_cast<size_t>(dest) + 1, 0.0);
+  last_send_s_[static_cast<size_t>(dest)] = now_s();
   reap();
+}
+
+double Outbox::last_send_s(int dest) const {
+  return dest >= 0 && static_cast<size_t>(dest) < last_send_s_.size() ? last_send_s_[static_cast<size_t>(dest)] : 0.0;
 }
 
 void Outbox::reap() {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "odmoe/core/cli.h"
 #include "odmoe/core/error.h"
@@ -62,7 +63,27 @@ DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const Mod
   for (int r = 0; r <= sched.n_workers(); ++r) phys_.push_back(r);
 }
 
-DistributedExpertExecutor::~DistributedExpertExecutor() = default;
+DistributedExpertExecutor::~DistributedExpertExecutor() {
+  // Main is failing with --on-worker-failure degrade: the launcher keeps the job alive after
+  // a failure (mpirun --enable-recovery), so MPI_Abort would not end the other ranks. Tell
+  // the live expert ranks to exit now rather than leave them to their timeouts.
+  if (finished_ || !opts_.degrade) return;
+  try {
+    for (int r = 1; r <= sched_.n_workers(); ++r) {
+      MsgHeader h;
+      h.op = Op::kAbort;
+      h.seq = ++seq_;
+      out_.send(phys(r), kTagCmd, h);
+    }
+    const double until = now_s() + 1.0;  // a moment for the sends; a dead rank never takes one
+    while (out_.in_flight() > 0 && now_s() < until) {
+      out_.reap();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  } catch (...) {
+  }
+  set_job_degraded();  // no MPI_Finalize with a dead rank, nor MPI_Abort (it ends nothing here)
+}
 
 void DistributedExpertExecutor::send_load(int layer, int expert, Placement p) {
   MsgHeader h;
@@ -91,6 +112,19 @@ void DistributedExpertExecutor::mark_memory(int64_t mark) {
     out_.send(phys(r), kTagCmd, h);
   }
   out_.reap();
+}
+
+void DistributedExpertExecutor::keep_alive() {
+  // An expert rank may have nothing to do for long stretches (a group larger than top-k in
+  // decode, a long prefill elsewhere); it waits for main only up to --timeout.
+  const double now = now_s(), quiet = opts_.timeout_s / 4;
+  for (int r = 1; r <= sched_.n_workers(); ++r)
+    if (now - out_.last_send_s(phys(r)) > quiet) {
+      MsgHeader h;
+      h.op = Op::kKeepAlive;
+      h.seq = ++seq_;
+      out_.send(phys(r), kTagCmd, h);
+    }
 }
 
 void DistributedExpertExecutor::start() {
@@ -357,6 +391,7 @@ void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n, i
   }
   predictor_->begin_step(step_, pos, tokens, n, *this);
   pump();
+  keep_alive();
 }
 
 void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size_t k, const int32_t* ids,
@@ -379,6 +414,7 @@ void DistributedExpertExecutor::submit(int layer, const float* h, size_t n, size
     cur_ids_.assign(ids, ids + n * k);
   }
   send_layer(layer, h, k, users);
+  keep_alive();
   t_submit_ = now_s();
   // A look-ahead predictor works while the workers compute.
   predictor_->after_routing(step_, layer, h, n, ids, k, *this);

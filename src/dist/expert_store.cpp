@@ -1,12 +1,16 @@
 #include "odmoe/dist/expert_store.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <mutex>
 
 #include "odmoe/core/checksum.h"
 #include "odmoe/core/cli.h"
@@ -18,7 +22,7 @@ namespace odmoe::dist {
 namespace {
 // Maps a whole file private and writable (copy-on-write, never written) so every RMA
 // transport can register it, and reads it in now: pulls then measure RMA, not the disk.
-void* map_file(const std::string& path, size_t* bytes) {
+void* map_file(const std::string& path, size_t* bytes, int* fd_out) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   ODMOE_CHECK(fd >= 0, kIo, "open", "cannot open expert shard " << path << ": " << std::strerror(errno),
               "every node that holds a shard needs the model directory (check --model and --placement)");
@@ -26,11 +30,111 @@ void* map_file(const std::string& path, size_t* bytes) {
   void* p = size > 0 ? ::mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_POPULATE, fd, 0)
                      : MAP_FAILED;
   const int err = errno;
-  ::close(fd);
+  if (p == MAP_FAILED) ::close(fd);
   ODMOE_CHECK(p != MAP_FAILED, kIo, "mmap", "cannot map expert shard " << path << " (" << size << " bytes): " << std::strerror(err),
               "the node may lack memory for this placement; try --placement sharded");
   *bytes = static_cast<size_t>(size);
+  *fd_out = fd;
   return p;
+}
+
+int64_t mtime_ns(const struct stat& st) { return int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec; }
+
+// SIGBUS: a mapped file shrank under a running job (truncated or rewritten in place), and a
+// read of its mapping -- this rank's, or another rank's through shared memory -- faulted.
+// The handler names the shard files whose size is no longer what it was at start-up, then
+// hands the signal to the handler before it (MPI's, which prints a backtrace, or the
+// default), so the rank still dies of it and the launcher brings the job down.
+struct BusWatch {
+  static constexpr int kMax = 256;
+  char who[128] = {};  // "rank 2 on node-a"
+  char path[kMax][512] = {};
+  uint64_t size[kMax] = {};
+  volatile sig_atomic_t n = 0;
+  struct sigaction previous {};
+  bool installed = false;
+};
+BusWatch g_bus;
+std::mutex g_bus_mu;
+
+void put(const char* s) {
+  size_t n = std::strlen(s);
+  while (n > 0) {
+    const ssize_t w = ::write(STDERR_FILENO, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void put_u64(uint64_t v) {
+  char buf[24];
+  int i = sizeof buf - 1;
+  buf[i] = 0;
+  do {
+    buf[--i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v && i > 0);
+  put(buf + i);
+}
+
+void on_sigbus(int sig, siginfo_t* info, void* ctx) {
+  put("odmoe: error [io/file-changed] ");
+  put(g_bus.who);
+  put(": bus error (SIGBUS) reading a mapped file: an expert shard was truncated or rewritten while the job ran\n");
+  bool named = false;
+  for (int i = 0; i < g_bus.n; ++i) {
+    struct stat st {};
+    const bool gone = ::stat(g_bus.path[i], &st) != 0;
+    if (!gone && static_cast<uint64_t>(st.st_size) == g_bus.size[i]) continue;
+    put("  ");
+    put(g_bus.path[i]);
+    if (gone) {
+      put(" is gone");
+    } else {
+      put(" is now ");
+      put_u64(static_cast<uint64_t>(st.st_size));
+      put(" bytes");
+    }
+    put(", was ");
+    put_u64(g_bus.size[i]);
+    put(" bytes at start-up\n");
+    named = true;
+  }
+  if (!named) put("  (every shard file has its start-up size again: it was rewritten)\n");
+  put("  hint: a model must not be rewritten in place while a job uses it; odmoe-weights convert --overwrite "
+      "replaces files whole, which running jobs survive\n");
+  // Hand over to the previous disposition; the faulting read repeats and it acts.
+  sigaction(SIGBUS, &g_bus.previous, nullptr);
+  if (!(g_bus.previous.sa_flags & SA_SIGINFO) && g_bus.previous.sa_handler == SIG_IGN) signal(SIGBUS, SIG_DFL);
+  (void)sig;
+  (void)info;
+  (void)ctx;
+}
+
+void watch_for_sigbus(const Comm& comm, const ModelFiles& files) {
+  std::lock_guard<std::mutex> g(g_bus_mu);
+  g_bus.n = 0;
+  std::snprintf(g_bus.who, sizeof g_bus.who, "%s", comm.where(comm.rank()).c_str());
+  int n = 0;
+  for (int s = 0; s < files.n_shard() && n < BusWatch::kMax; ++s) {
+    const std::string p = files.shard_path(s);
+    struct stat st {};
+    if (p.size() >= sizeof g_bus.path[0] || ::stat(p.c_str(), &st) != 0) continue;
+    std::memcpy(g_bus.path[n], p.c_str(), p.size() + 1);
+    g_bus.size[n] = static_cast<uint64_t>(st.st_size);
+    ++n;
+  }
+  g_bus.n = n;
+  struct sigaction current {};
+  sigaction(SIGBUS, nullptr, &current);
+  const bool ours = (current.sa_flags & SA_SIGINFO) && current.sa_sigaction == on_sigbus;
+  if (ours) return;
+  struct sigaction sa {};
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &g_bus.previous);
 }
 
 uint32_t crc_attr(hid_t file, const std::string& path) {
@@ -77,13 +181,23 @@ ExpertStore::ExpertStore(const Comm& comm, const ModelFiles& files, const StoreO
   // Map the shards this rank holds and describe their experts.
   maps_.assign(static_cast<size_t>(n_shard), nullptr);
   map_bytes_.assign(static_cast<size_t>(n_shard), 0);
+  ids_.assign(static_cast<size_t>(n_shard), Identity{});
+  for (int s = 0; s < n_shard; ++s) shard_paths_.push_back(files.shard_path(s));
+  watch_for_sigbus(comm, files);
   std::vector<ExpertRecord> mine;
   std::string local_error;
   try {
     for (int s = 0; s < n_shard; ++s) {
       if (!holds(comm.rank(), s)) continue;
-      maps_[static_cast<size_t>(s)] = map_file(files.shard_path(s), &map_bytes_[static_cast<size_t>(s)]);
+      Identity& id = ids_[static_cast<size_t>(s)];
+      maps_[static_cast<size_t>(s)] = map_file(files.shard_path(s), &map_bytes_[static_cast<size_t>(s)], &id.fd);
       bytes_held_ += map_bytes_[static_cast<size_t>(s)];
+      struct stat st {};
+      ODMOE_CHECK(::fstat(id.fd, &st) == 0, kIo, "stat", "cannot stat " << files.shard_path(s) << ": " << std::strerror(errno), "");
+      id.dev = st.st_dev;
+      id.ino = st.st_ino;
+      id.size = static_cast<uint64_t>(st.st_size);
+      id.mtime_ns = mtime_ns(st);
     }
     const ModelConfig& c = files.config();
     for (int l = 0; l < c.n_layer; ++l)
@@ -193,6 +307,8 @@ ExpertStore::ExpertStore(const Comm& comm, const ModelFiles& files, const StoreO
 ExpertStore::~ExpertStore() {
   stop_ = true;
   if (progress_.joinable()) progress_.join();
+  for (Identity& id : ids_)
+    if (id.fd >= 0) ::close(id.fd);
   if (!closed_) return;  // windows still registered: the process is being brought down
   for (size_t s = 0; s < maps_.size(); ++s)
     if (maps_[s]) ::munmap(maps_[s], map_bytes_[s]);
@@ -244,6 +360,39 @@ void ExpertStore::post_get(int layer, int expert, void* dst, std::vector<MPI_Req
     MPI_Rget(out + done, static_cast<int>(n), MPI_BYTE, src, static_cast<MPI_Aint>(en.rec.offset + done),
              static_cast<int>(n), MPI_BYTE, win, &req);
     reqs->push_back(req);
+  }
+}
+
+std::string ExpertStore::shard_name(int layer, int expert) const {
+  const std::string& p = shard_paths_[static_cast<size_t>(entry(layer, expert).rec.shard)];
+  const size_t slash = p.find_last_of('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+void ExpertStore::check_files(double period_s) const {
+  const double now = now_s();
+  if (period_s > 0 && now < next_check_s_) return;
+  next_check_s_ = now + period_s;
+  for (size_t s = 0; s < ids_.size(); ++s) {
+    const Identity& id = ids_[s];
+    if (id.fd < 0) continue;
+    struct stat st {};
+    ODMOE_CHECK(::fstat(id.fd, &st) == 0, kIo, "stat", "cannot stat " << shard_paths_[s] << ": " << std::strerror(errno), "");
+    ODMOE_CHECK(static_cast<uint64_t>(st.st_size) == id.size && mtime_ns(st) == id.mtime_ns, kIo, "file-changed",
+                "expert shard " << shard_paths_[s] << " was changed after the job started (" << id.size << " -> " << st.st_size
+                                << " bytes" << (mtime_ns(st) != id.mtime_ns ? ", modified" : "")
+                                << "): the experts it serves are no longer the ones the job started with",
+                "a model must not be rewritten in place while a job uses it; odmoe-weights convert --overwrite replaces "
+                "files whole, which running jobs survive");
+    struct stat now_st {};
+    const bool present = ::stat(shard_paths_[s].c_str(), &now_st) == 0;
+    if (!id.reported_gone && (!present || now_st.st_ino != id.ino || now_st.st_dev != id.dev)) {
+      id.reported_gone = true;
+      std::fprintf(stderr,
+                   "odmoe: warning: %s: expert shard %s was %s after the job started; this job goes on serving the "
+                   "copy it mapped\n",
+                   comm_.where(comm_.rank()).c_str(), shard_paths_[s].c_str(), present ? "replaced" : "deleted");
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // frees them after the last COMPUTE (on-demand) or keeps them (resident).
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -141,7 +142,8 @@ class Loader {
     if (opts_.verify_pulls) {
       const std::string bad = store_.verify(s.load_layer, s.load_expert, s.buf.get());
       ODMOE_CHECK(bad.empty(), kMpi, "corrupt-pull",
-                  "an expert pulled from " << comm_.where(store_.source_of(s.load_layer, s.load_expert))
+                  "an expert pulled from " << store_.shard_name(s.load_layer, s.load_expert) << " on "
+                                           << comm_.where(store_.source_of(s.load_layer, s.load_expert))
                                            << " is corrupt: " << bad,
                   "the holder's shard file differs or the transport corrupted data");
       ++verified;
@@ -188,8 +190,15 @@ class Worker {
         fresh[i].buf = std::move(slots_[i].buf);
         continue;
       }
+      const double need_mib = static_cast<double>(slot_bytes_) * static_cast<double>(i + 1) / (1 << 20);
+      ODMOE_CHECK(opts_.device_mib <= 0 || need_mib <= opts_.device_mib, kCore, "device-memory",
+                  "cannot allocate expert slot " << i + 1 << " of " << n << " (" << slot_bytes_
+                                                 << " bytes each): the device has " << opts_.device_mib
+                                                 << " MiB (--device-mib) and the slots need " << need_mib << " MiB",
+                  "fewer slots per rank: --lookahead 1, --predict-extra 0, fewer --cache-slots, or more expert ranks");
       void* p = std::aligned_alloc(4096, slot_bytes_);
-      ODMOE_CHECK(p, kCore, "oom", "cannot allocate a " << slot_bytes_ << "-byte expert slot", "");
+      ODMOE_CHECK(p, kCore, "oom", "cannot allocate expert slot " << i + 1 << " of " << n << " (" << slot_bytes_
+                                                                  << " bytes)", "");
       fresh[i].buf.reset(static_cast<uint8_t*>(p));
     }
     slots_.swap(fresh);
@@ -221,7 +230,11 @@ class Worker {
     for (;;) {
       const double t0 = now_s();
       Message m = comm_.recv(
-          0, kTagCmd, [&] { return "a command from main (" + comm_.where(0) + ")"; }, [&] { check_loader(); },
+          0, kTagCmd, [&] { return "a command from main (" + comm_.where(0) + ")"; },
+          [&] {
+            check_loader();
+            store_.check_files();
+          },
           started ? idle_bound : std::max(idle_bound, opts_.startup_timeout_s));
       const double t1 = now_s();
       msg_wait_s_ += t1 - t0;
@@ -234,6 +247,12 @@ class Worker {
           break;
         case Op::kDrop: slot_at(h.slot).layer = slot_at(h.slot).expert = -1; break;
         case Op::kReschedule: reschedule(m.payload); break;
+        case Op::kKeepAlive: break;
+        case Op::kAbort:
+          std::fprintf(stderr, "odmoe: %s: main failed (its error is above); this rank exits\n",
+                       comm_.where(comm_.rank()).c_str());
+          std::fflush(stderr);
+          std::_Exit(1);
         case Op::kMark:
           marks_.push_back({{"mark", h.seq}, {"rss_bytes", current_rss_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}});
           break;
@@ -256,6 +275,7 @@ class Worker {
         case Op::kStop: {
           for (int s = 0; s < n_slots_; ++s) wait_slot(s, "STOP");
           loader_->stop();
+          store_.check_files(0);  // a run shorter than the check period is checked too
           const std::string js = stats().dump();
           MsgHeader r;
           r.op = Op::kStats;
@@ -268,6 +288,7 @@ class Worker {
           ODMOE_THROW(kMpi, "protocol", "unexpected " << op_name(h.op) << " from main", "all ranks must run the same build");
       }
       out_.reap();
+      store_.check_files();
     }
   }
 

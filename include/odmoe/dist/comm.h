@@ -37,6 +37,9 @@ enum class Op : int32_t {
   kMark,         // main -> worker: record memory mark `seq` (resident set now and its peak); no answer
   kReschedule,   // main -> worker (--on-worker-failure degrade, after kSync): a new schedule over the
                  //   surviving ranks, payload int32 {workers, groups, lookahead, extra, this rank's index}
+  kAbort,        // main -> worker (--on-worker-failure degrade): main failed; exit now, status 1
+  kKeepAlive,    // main -> worker: nothing to do; sent to a rank main has sent nothing for a while, so
+                 //   that its bounded wait for main measures main's liveness, not its own idleness
 };
 const char* op_name(Op op);
 
@@ -120,6 +123,7 @@ class Outbox {
   // buffers are kept, since MPI may still read them.
   void abandon(int dest);
   size_t in_flight() const { return pending_.size(); }
+  double last_send_s(int dest) const;  // now_s() of the latest send to `dest` (0: none yet)
 
  private:
   struct Pending {
@@ -130,6 +134,7 @@ class Outbox {
   const Comm& comm_;
   std::deque<Pending> pending_;
   std::vector<std::vector<char>> abandoned_;  // buffers of sends to dead ranks
+  std::vector<double> last_send_s_;            // per rank
 };
 
 // Polling with backoff: spins briefly, then sleeps up to ~200 us between polls, so idle

@@ -90,6 +90,15 @@ class ExpertStore {
   // Checks a pulled expert against the directory's checksums; returns a description of
   // the first mismatch, or "" when every part matches.
   std::string verify(int layer, int expert, const void* data) const;
+  // The shard file an expert is stored in (its base name).
+  std::string shard_name(int layer, int expert) const;
+
+  // Whether the shard files this rank maps are still the ones it mapped, checked at most
+  // once per `period_s` (0: now). A file changed in place (size or modification time) throws an
+  // Error naming it: the mapping now serves other bytes, or would fault where it shrank. A
+  // file deleted or replaced by another (a re-conversion renames new files into place) is
+  // reported once on stderr and the job goes on with the copy it mapped.
+  void check_files(double period_s = 1.0) const;
 
  private:
   const Comm& comm_;
@@ -98,6 +107,15 @@ class ExpertStore {
   std::vector<int> store_ranks_;
   uint64_t max_get_bytes_;
   std::vector<void*> maps_;       // per shard: this rank's mapping, or null
+  struct Identity {
+    int fd = -1;  // kept open: fstat shows changes to the mapped file itself
+    uint64_t dev = 0, ino = 0, size = 0;
+    int64_t mtime_ns = 0;
+    mutable bool reported_gone = false;
+  };
+  std::vector<std::string> shard_paths_;
+  std::vector<Identity> ids_;     // per shard: the mapped file as it was at start-up
+  mutable double next_check_s_ = 0;
   std::vector<size_t> map_bytes_;
   std::vector<MPI_Win> wins_;     // per shard
   uint64_t max_bytes_ = 0, bytes_held_ = 0;

@@ -52,6 +52,7 @@ struct DistOptions {
   double timeout_s = 60;           // bound on every wait for another rank
   double startup_timeout_s = 600;  // bound on start-up (model loading on main, mapping shards)
   double load_gbps = 0;            // > 0: emulate a link of this many Gbit/s per expert rank
+  double device_mib = 0;           // > 0: emulate a device of this many MiB per expert rank (slots)
   int prefill_batch = 64;          // most tokens per COMPUTE message in prefill
   bool verify_pulls = false;       // check every pulled expert's checksums
   bool degrade = false;            // --on-worker-failure degrade: carry on without an expert rank that died
@@ -87,6 +88,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // Every expert rank records its resident set now and its peak, as memory mark `mark`
   // (in its statistics' "memory_marks"): how memory evolves over a batch of generations.
   void mark_memory(int64_t mark);
+  void keep_alive();  // a KEEP_ALIVE to every expert rank main has sent nothing for --timeout / 4
   // Replaces the predictor (between forward steps): a predictor that needs the model, such
   // as gate-ahead, can only be made once the model exists.
   void set_predictor(std::unique_ptr<Predictor> p) { predictor_ = std::move(p); }
