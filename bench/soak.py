@@ -12,8 +12,9 @@ context, watching memory per rank and speed from start to end.
    and the growth; decode tokens/s over the first and the last tenth of the batch.
 2. One generation from a short prompt until the context is full (stop reason context-full),
    with the peak memory of every rank.
-3. With --lsan-odmoe (an AddressSanitizer build: cmake -DODMOE_SANITIZER=address), the batch
-   again in one process with LeakSanitizer on: exit status 0 means no leak was found.
+3. With --lsan-odmoe (an AddressSanitizer build: cmake -DODMOE_SANITIZER=address), the first
+   --lsan-count prompts again with LeakSanitizer on, in one process and under mpirun -np N:
+   exit status 0 means no leak was found.
 """
 import argparse
 import json
@@ -107,15 +108,25 @@ def main():
             with open(small, "w") as f:
                 for i in range(a.lsan_count):
                     f.write(json.dumps(source[i % len(source)]) + "\n")
-            lenv = dict(env, ASAN_OPTIONS="detect_leaks=1")
-            p = run([a.lsan_odmoe, "generate", "--prompts", small, "--max-new-tokens", str(a.max_new_tokens),
-                     "--model", a.model] + a.extra.split(), lenv, check=False)
-            leaked = "LeakSanitizer" in p.stderr
-            print(f"leaks: {a.lsan_count} generations in one process under LeakSanitizer: exit {p.returncode}, "
-                  f"{'LEAKS REPORTED' if leaked else 'no leak reported'}")
-            out["lsan"] = {"generations": a.lsan_count, "exit_status": p.returncode, "leak_reported": leaked}
-            if p.returncode != 0:
-                print(p.stderr[-4000:])
+            # What LeakSanitizer needs beside Open MPI: see tests/lsan.supp.
+            supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lsan.supp")
+            lsan_env = {"ASAN_OPTIONS": "detect_leaks=1:fast_unwind_on_malloc=0",
+                        "LSAN_OPTIONS": f"use_tls=0:suppressions={os.path.abspath(supp)}",
+                        "OMPI_MCA_mca_base_component_disable_dlclose": "1",
+                        "PMIX_MCA_mca_base_component_disable_dlclose": "1"}
+            lenv = dict(env, **lsan_env)
+            xs = [w for k in lsan_env for w in ("-x", k)]
+            out["lsan"] = []
+            for how, launcher in (("one process", []), (f"mpirun -np {a.np}", mpi + xs)):
+                p = run(launcher + [a.lsan_odmoe, "generate", "--prompts", small, "--max-new-tokens",
+                                    str(a.max_new_tokens)] + common, lenv, check=False)
+                leaked = "LeakSanitizer" in p.stderr
+                print(f"leaks: {a.lsan_count} generations ({how}) under LeakSanitizer: exit {p.returncode}, "
+                      f"{'LEAKS REPORTED' if leaked else 'no leak reported'}")
+                out["lsan"].append({"launch": how, "generations": a.lsan_count, "exit_status": p.returncode,
+                                    "leak_reported": leaked})
+                if p.returncode != 0:
+                    print(p.stderr[-4000:])
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

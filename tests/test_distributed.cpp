@@ -531,7 +531,8 @@ TEST_F(Distributed, KilledStoreRankEndsTheJobNamingIt) {
 // Expert shard files changed under a running job. Deleted (or replaced whole, as a
 // re-conversion does): the store serves the copy it mapped and the tokens are unchanged.
 // Rewritten in place: the store rank finds it within a second and ends the job naming the
-// file. Truncated: a read of the mapping faults (SIGBUS); the rank names the file and dies.
+// file. Truncated: a read of the mapping faults (SIGBUS) and that rank names the file and
+// dies, or the store rank's check names it first.
 TEST_F(Distributed, ShardFilesChangedAfterStart) {
   const std::string src = std::string(ODMOE_SOURCE_DIR) + "/weights-tools/models/shakespeare-mixtral";
   const std::string want_path = tmp_->str("shard-single.txt");
@@ -564,10 +565,12 @@ TEST_F(Distributed, ShardFilesChangedAfterStart) {
           << k.output;
     } else {
       EXPECT_NE(k.status, 0) << k.output;
-      EXPECT_NE(k.output.find("error [io/file-changed] rank 1 on "), std::string::npos) << k.output;
-      EXPECT_NE(k.output.find(f.name == "rewritten" ? "experts-00001-of-00002.h5 was changed after the job started"
-                                                    : "experts-00000-of-00002.h5 is now 8192 bytes"),
-                std::string::npos)
+      EXPECT_NE(k.output.find("error [io/file-changed] rank "), std::string::npos) << k.output;
+      // Truncated: a rank whose read of the mapping faults names the file (SIGBUS), unless the
+      // transport reads it in the kernel (EFAULT, no signal) and the store rank's check does.
+      const std::string file = f.name == "rewritten" ? "experts-00001-of-00002.h5" : "experts-00000-of-00002.h5";
+      EXPECT_TRUE(k.output.find(file + " was changed after the job started") != std::string::npos ||
+                  (f.name == "truncated" && k.output.find(file + " is now 8192 bytes") != std::string::npos))
           << k.output;
     }
   }
