@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "odmoe/core/cli.h"
+#include "odmoe/core/dtype.h"
 #include "odmoe/runtime/engine.h"
 
 namespace odmoe::cli {
@@ -139,7 +140,16 @@ struct EngineArgs {
     d.degrade = on_failure == "degrade";
     if (d.degrade && d.mode == dist::Mode::kResident)
       throw cli::UsageError("--on-worker-failure degrade re-plans loads on demand: use --mode on-demand or cache");
-    if (d.timeout_s <= 0 || d.startup_timeout_s <= 0) throw cli::UsageError("--timeout and --startup-timeout must be > 0");
+    if (!(d.timeout_s > 0 && d.timeout_s <= 1e6) || !(d.startup_timeout_s > 0 && d.startup_timeout_s <= 1e6))
+      throw cli::UsageError("--timeout and --startup-timeout must be seconds in (0, 1e6]");
+    if (eo.threads < 0 || eo.threads > 4096) throw cli::UsageError("--threads must be in 0..4096 (0: the node's cores)");
+    if (eo.n_ctx < 0) throw cli::UsageError("--n-ctx must be >= 0 (0: the model's maximum)");
+    if (d.lookahead < 1 || d.lookahead > 8) throw cli::UsageError("--lookahead must be in 1..8");
+    if (d.predict_extra > 64) throw cli::UsageError("--predict-extra must be in 0..64");
+    if (std::isnan(d.substitute)) throw cli::UsageError("--substitute must be a number (< 0: off)");
+    const std::string& sd = d.shadow.dtype;
+    if (sd != "auto" && sd != "file" && !parse_dtype(sd))
+      throw cli::UsageError("--shadow-dtype must be auto, file, f32, bf16, f16, int8 or int4, not '" + sd + "'");
     if (!(d.load_gbps >= 0) || !std::isfinite(d.load_gbps)) throw cli::UsageError("--load-gbps must be a number >= 0");
     if (!(d.device_mib >= 0) || !std::isfinite(d.device_mib)) throw cli::UsageError("--device-mib must be a number >= 0");
     if (d.prefill_batch < 8) throw cli::UsageError("--prefill-batch must be at least 8");

@@ -180,7 +180,10 @@ DerivedTimes derive_times(const ArchShape& a, DType dt, const Hardware& hw) {
   ODMOE_CHECK(hw.gpu.mem_gbs > 0 && hw.gpu.tflops_16 > 0 && hw.gpu.tflops_32 > 0, kCli, "bad-figure",
               "the device needs a memory bandwidth and FLOP/s > 0", "give --gpu or --mem-gbs and --tflops");
   ODMOE_CHECK(hw.mem_efficiency > 0 && hw.mem_efficiency <= 1 && hw.compute_efficiency > 0 && hw.compute_efficiency <= 1,
-              kCli, "bad-figure", "efficiencies must be in (0, 1]", "");
+              kCli, "bad-figure",
+              "--mem-efficiency and --compute-efficiency must be in (0, 1], got " << hw.mem_efficiency << " and "
+                                                                                   << hw.compute_efficiency,
+              "");
   const double bw = hw.gpu.mem_gbs * 1e9 * hw.mem_efficiency;
   const double flops = (dt == DType::kF32 ? hw.gpu.tflops_32 : hw.gpu.tflops_16) * 1e12 * hw.compute_efficiency;
   // Batch 1: each weight is read once and used for one multiply-add.
