@@ -9,7 +9,8 @@ context, watching memory per rank and speed from start to end.
 1. `odmoe generate --prompts FILE` with --count prompts (the bundled held-out passages, cycled)
    under `mpirun -np N`: every rank records its resident set and peak after each generation
    (memory marks). Printed per rank: peak RSS after the first generation and after the last,
-   and the growth; decode tokens/s over the first and the last tenth of the batch.
+   and the growth; decode tokens/s over the first and the last tenth of the batch (the last
+   tenth repeats the first tenth's prompts, so both measure the same work).
 2. One generation from a short prompt until the context is full (stop reason context-full),
    with the peak memory of every rank.
 3. With --lsan-odmoe (an AddressSanitizer build: cmake -DODMOE_SANITIZER=address), the first
@@ -19,6 +20,7 @@ context, watching memory per rank and speed from start to end.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,9 +66,14 @@ def main():
     out = {"model": a.model, "np": a.np, "count": a.count, "max_new_tokens": a.max_new_tokens, "extra": a.extra}
     with tempfile.TemporaryDirectory() as tmp:
         batch_file = os.path.join(tmp, "prompts.jsonl")
+        # The prompts cycle, except that the last tenth repeats the first tenth's prompts in
+        # order: the two speeds compare the same work, early and late in the job.
+        tenth = max(1, a.count // 10)
+        batch = [source[i % len(source)] for i in range(a.count)]
+        batch[a.count - tenth:] = batch[:tenth]
         with open(batch_file, "w") as f:
-            for i in range(a.count):
-                f.write(json.dumps(source[i % len(source)]) + "\n")
+            for p in batch:
+                f.write(json.dumps(p) + "\n")
 
         # 1. The batch.
         stats = os.path.join(tmp, "batch.json")
@@ -80,6 +87,11 @@ def main():
         print(f"batch: {a.count} generations of up to {a.max_new_tokens} tokens, mpirun -np {a.np} ({s['engine']})")
         print(f"  decode tok/s: first tenth {b['decode_tokens_per_second_first_tenth']:.1f}, "
               f"last tenth {b['decode_tokens_per_second_last_tenth']:.1f}")
+        # Per tenth, the median of the generations' decode speeds: the spread shows this
+        # machine's noise, a trend would show a slowdown.
+        rates = [x["decode_tokens_per_second"] for x in lines]
+        deciles = [statistics.median(rates[i * tenth:(i + 1) * tenth]) for i in range(a.count // tenth)]
+        print("  median decode tok/s per tenth: " + " ".join(f"{r:.0f}" for r in deciles))
         print(f"  {'rank':>4} {'peak RSS after 1st':>19} {'after last':>11} {'growth':>9} {'RSS after 1st':>14} {'after last':>11}")
         growth = []
         for m in b["memory_per_rank"]:
@@ -89,6 +101,7 @@ def main():
                   f" {mib(g):>5.1f} MiB {mib(m['rss_bytes_after_first']):>10.1f} MiB {mib(m['rss_bytes_after_last']):>7.1f} MiB")
         out["batch"] = {k: v for k, v in b.items() if k != "per_prompt"}
         out["batch"]["max_peak_growth_bytes"] = max(growth)
+        out["batch"]["median_decode_tokens_per_second_per_tenth"] = deciles
 
         # 2. The whole context.
         stats = os.path.join(tmp, "long.json")
