@@ -15,20 +15,9 @@
 # Exit 77 (skipped) where namespaces cannot be made (not root, no iproute2).
 set -euo pipefail
 odmoe=$1 weights=$2 src=$3
-cluster="$src/jobs/edge-cluster.sh"
-
-if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
-  echo "SKIP: needs root with iproute2 (ip, tc) to create network namespaces"; exit 77
-fi
-prefix="odlf$$"
-if ! ip netns add "$prefix-probe" 2>/dev/null; then
-  echo "SKIP: cannot create network namespaces here"; exit 77
-fi
-ip netns del "$prefix-probe"
-
-tmp=$(mktemp -d)
-cleanup() { bash "$cluster" down --prefix "$prefix" >/dev/null 2>&1 || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+PREFIX_BASE=odlf
+# shellcheck source=netns_test_lib.sh
+source "$src/tests/netns_test_lib.sh"
 fail() { echo "FAIL: $*"; exit 1; }
 
 "$weights" convert "$src/weights-tools/models/shakespeare-mixtral" "$tmp/m" --shards 3 >/dev/null
