@@ -31,6 +31,8 @@ Usage:
   $PROG down [--prefix odmoe-edge]
   $PROG status [--prefix odmoe-edge]
   $PROG exec [--prefix P] HOST_INDEX -- COMMAND ARGS...
+  $PROG fault [--prefix P] HOST_INDEX loss PERCENT | stall | restore
+  $PROG drops [--prefix P] HOST_INDEX
   $PROG run  [--prefix P] [--ranks-per-host a,b,c | --np-per-host K]
              [--tls tcp,self | --tls any] [-x VAR[=VALUE]]... [--mca KEY VALUE]...
              [--bind-to none|core|...] [--mpirun-opt ARG]... [--dry-run] -- PROGRAM ARGS...
@@ -45,6 +47,13 @@ up      Create hosts <prefix>-h0..h{N-1} (network namespaces) and a switch names
 down    Remove everything 'up' created. No error if nothing exists.
 status  Show namespaces, addresses, qdiscs and per-link byte counters.
 exec    Run COMMAND inside host HOST_INDEX (its netns, own hostname).
+fault   Disturb host HOST_INDEX's link, both directions, until 'restore': 'loss P'
+        drops P% of packets (netem; where the kernel has no sch_netem, a tail-drop
+        queue of two packets instead, which drops most bursts, P ignored); 'stall'
+        drops every packet silently (the interfaces stay up, as when a switch or
+        radio link stops forwarding); 'restore' gives the link its 'up' shaping
+        back.
+drops   Packets dropped so far on host HOST_INDEX's link, both directions.
 run     Run mpirun inside host 0 across the hosts, N ranks per host as given
         (default 1 per host; --ranks-per-host gives one count per host, 0 allowed;
         ranks are numbered host by host). Uses UCX for pml and osc over TCP only
@@ -409,6 +418,71 @@ link_bytes() {
   ip netns exec "$ns" sh -c 'cat /sys/class/net/edge0/statistics/tx_bytes /sys/class/net/edge0/statistics/rx_bytes' | paste -sd' '
 }
 
+# ---------------------------------------------------------------- fault
+cmd_fault() {
+  local idx="" what="" pct=""
+  while (($#)); do
+    case $1 in
+      --prefix) PREFIX=${2:?--prefix needs a value}; shift 2;;
+      loss) what=loss; pct=${2:?loss needs a percentage}; shift 2;;
+      stall|restore) what=$1; shift;;
+      *) [[ -z $idx ]] || die "fault: unexpected argument '$1'"; idx=$1; shift;;
+    esac
+  done
+  valid_prefix "$PREFIX"; need_root; need_tool tc iproute2
+  load_config
+  [[ $idx =~ ^[0-9]+$ ]] && (( idx < N )) || die "fault: HOST_INDEX must be 0..$((N - 1)), got '$idx'"
+  [[ -n $what ]] || die "fault: say loss PERCENT, stall or restore"
+  local ns sw; ns=$(host_ns "$idx"); sw=$(switch_ns)
+  local -a q
+  local desc=""
+  case $what in
+    loss)
+      [[ $pct =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v p="$pct" 'BEGIN { exit !(p > 0 && p <= 100) }' ||
+        die "fault: loss needs a percentage in (0, 100], got '$pct'"
+      if netem_available; then q=(netem loss "$pct%" rate "$RATE"); desc="netem loss $pct%"
+      else
+        desc="loss by tail drop behind a two-packet queue (no sch_netem)"
+        warn "kernel has no sch_netem: loss is a tail-drop queue of two packets (most bursts lose packets), not ${pct}%"
+        q=(tbf rate "$RATE" burst 3028 limit 3028)
+      fi;;
+    stall) q=(tbf rate 8kbit burst 1600 limit 1); desc="stalled (every packet dropped)";;
+    restore)
+      tc -n "$ns" qdisc del dev edge0 root 2>/dev/null || true
+      tc -n "$sw" qdisc del dev "port$idx" root 2>/dev/null || true
+      local bps; bps=$(rate_to_bps "$RATE")
+      shape_dev "$ns" edge0 "$SHAPER" "$RATE" "$bps" "$DELAY"
+      shape_dev "$sw" "port$idx" "$SHAPER" "$RATE" "$bps" "$DELAY"
+      say "fault: host $ns's link restored ($SHAPER rate=$RATE)"
+      return 0;;
+  esac
+  tc -n "$ns" qdisc replace dev edge0 root "${q[@]}"
+  tc -n "$sw" qdisc replace dev "port$idx" root "${q[@]}"
+  say "fault: host $ns's link: $desc"
+}
+
+# drops [--prefix P] HOST_INDEX: packets dropped on host i's link so far, both directions
+cmd_drops() {
+  local idx=""
+  while (($#)); do
+    case $1 in
+      --prefix) PREFIX=${2:?--prefix needs a value}; shift 2;;
+      *) [[ -z $idx ]] || die "drops: unexpected argument '$1'"; idx=$1; shift;;
+    esac
+  done
+  valid_prefix "$PREFIX"; need_root; need_tool tc iproute2
+  load_config
+  [[ $idx =~ ^[0-9]+$ ]] && (( idx < N )) || die "drops: HOST_INDEX must be 0..$((N - 1)), got '$idx'"
+  link_drops "$idx"
+}
+
+link_drops() {
+  local i=$1 a b
+  a=$(tc -s -n "$(host_ns "$i")" qdisc show dev edge0 | sed -n 's/.*dropped \([0-9]*\).*/\1/p' | head -1)
+  b=$(tc -s -n "$(switch_ns)" qdisc show dev "port$i" | sed -n 's/.*dropped \([0-9]*\).*/\1/p' | head -1)
+  echo $(( ${a:-0} + ${b:-0} ))
+}
+
 # ---------------------------------------------------------------- main
 (($#)) || { usage >&2; exit 2; }
 sub=$1; shift
@@ -417,6 +491,8 @@ case $sub in
   down)   cmd_down "$@";;
   status) cmd_status "$@";;
   exec)   cmd_exec "$@";;
+  fault)  cmd_fault "$@";;
+  drops)  cmd_drops "$@";;
   run)    cmd_run "$@";;
   -h|--help|help) usage;;
   *) echo "$PROG: unknown command '$sub'" >&2; usage >&2; exit 2;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Network faults between emulated hosts (jobs/edge-cluster.sh: network namespaces joined by
-# shaped veth links). One job over three hosts, expert store sharded one shard per host, so
+# shaped veth links; its 'fault' command disturbs a link). One job over three hosts, expert store sharded one shard per host, so
 # pulls and messages cross the link under test, host 2's (both directions):
 #   lossy    packets dropped all through the run (netem loss 10% where the kernel has
 #            sch_netem, else a tail-drop queue of two packets that drops most bursts):
@@ -19,6 +19,7 @@ PREFIX_BASE=odlf
 # shellcheck source=netns_test_lib.sh
 source "$src/tests/netns_test_lib.sh"
 fail() { echo "FAIL: $*"; exit 1; }
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 "$weights" convert "$src/weights-tools/models/shakespeare-mixtral" "$tmp/m" --shards 3 >/dev/null
 "$odmoe" generate --model "$tmp/m" --prompt "ROMEO:" --max-new-tokens 60 --save-routing "$tmp/single.json" \
@@ -26,11 +27,9 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 bash "$cluster" up 3 --prefix "$prefix" --subnet 10.214.0 --rate 1gbit --shaper tbf >/dev/null
 h2="$prefix-h2"
-# Both directions of host 2's link: its own interface and its switch port.
-shape() { tc -n "$h2" qdisc replace dev edge0 root "$@"; tc -n "$prefix-sw" qdisc replace dev port2 root "$@"; }
-restore() { shape tbf rate 1gbit burst 125000 latency 100ms; }
-drop_all() { shape tbf rate 8kbit burst 1600 limit 1; }
-dropped() { tc -s -n "$h2" qdisc show dev edge0 | sed -n 's/.*dropped \([0-9]*\).*/\1/p' | head -1; }
+restore()  { bash "$cluster" fault --prefix "$prefix" 2 restore >/dev/null; }
+drop_all() { bash "$cluster" fault --prefix "$prefix" 2 stall >/dev/null; }
+dropped()  { bash "$cluster" drops --prefix "$prefix" 2; }
 
 # generate across the hosts: rank 0 (main) and 1 on host 0, rank 2 on host 1, rank 3 on host 2.
 job() {  # job OUT MAX_NEW TIMEOUT ROUTING
@@ -61,17 +60,7 @@ odmoe_pids() {  # odmoe processes still alive in the cluster's namespaces
 }
 
 # --- lossy ---------------------------------------------------------------------------
-ns_probe="$prefix-np"
-if ip netns add "$ns_probe" 2>/dev/null && ip -n "$ns_probe" link add a0 type veth peer name a1 2>/dev/null &&
-   tc -n "$ns_probe" qdisc add dev a0 root netem loss 10% 2>/dev/null; then
-  loss_how="netem loss 10%"
-  ip netns del "$ns_probe"
-  shape netem loss 10% rate 1gbit
-else
-  ip netns del "$ns_probe" 2>/dev/null || true
-  loss_how="tail drop behind a two-packet queue (no sch_netem in this kernel)"
-  shape tbf rate 200mbit burst 3028 limit 3028
-fi
+loss_how=$(bash "$cluster" fault --prefix "$prefix" 2 loss 10 2>/dev/null | sed -n 's/.*link: //p')
 before=$(dropped)
 t0=$(date +%s.%N)
 job "$tmp/lossy.out" 20 60 "$tmp/lossy.json" || { cat "$tmp/lossy.out"; fail "the job over a lossy link failed"; }
@@ -83,7 +72,7 @@ b = json.load(open(sys.argv[2]))["steps"]
 assert b == a[:len(b)] and len(b) == 20, "tokens or routing over the lossy link differ from the single-process run"
 PY
 (( lost > 0 )) || fail "the lossy link dropped nothing"
-echo "OK lossy ($loss_how): $lost packets dropped on host 2's link, same tokens, $(echo "$(date +%s.%N) - $t0" | bc) s"
+echo "OK lossy ($loss_how): $lost packets dropped on host 2's link, same tokens, $(elapsed "$t0") s"
 restore
 
 # --- stalled -------------------------------------------------------------------------
@@ -109,13 +98,13 @@ for _ in $(seq 300); do
   [[ -z $(odmoe_pids) ]] && break
   sleep 0.2
 done
-secs=$(echo "$(date +%s.%N) - $t0" | bc)
+secs=$(elapsed "$t0")
 [[ -z $(odmoe_pids) ]] || { cat "$tmp/cut.out"; fail "odmoe processes still running 60 s after the link was cut"; }
 grep -q "timed out after $timeout_s s" "$tmp/cut.out" || { cat "$tmp/cut.out"; fail "no bounded wait fired"; }
 grep -q "rank 3 on $h2" "$tmp/cut.out" || { cat "$tmp/cut.out"; fail "the error does not name the host behind the cut link"; }
 # Every rank waits at most --timeout for one message (twice: a wait's own bound, then the
 # wait of a rank that was waiting on it), plus the launcher bringing the job down.
-python3 -c "import sys; sys.exit(0 if $secs < 3 * $timeout_s + 10 else 1)" ||
+awk -v s="$secs" -v t="$timeout_s" 'BEGIN { exit !(s < 3 * t + 10) }' ||
   { cat "$tmp/cut.out"; fail "the ranks took $secs s to end after the cut (--timeout $timeout_s)"; }
 grep 'error \[' "$tmp/cut.out" | head -3
 echo "OK cut: every odmoe process ended ${secs} s after the link was cut (--timeout $timeout_s), naming rank 3 on $h2"
