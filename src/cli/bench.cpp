@@ -221,7 +221,7 @@ int cmd_bench(int argc, char** argv) {
   if (per_case < 1) throw UsageError("--prompts-per-case must be at least 1");
   if (warmup < 0 || ppl_tokens < 0) throw UsageError("--warmup and --perplexity-tokens must be >= 0");
   if (ppl_tokens == 1) throw UsageError("--perplexity-tokens must be 0 (off) or at least 2");
-  if (alpha < 0 || alpha > 1) throw UsageError("--substitute alpha must be in [0, 1]");
+  if (!(alpha >= 0 && alpha <= 1)) throw UsageError("--substitute alpha must be in [0, 1]");
   if (prompts_path.empty()) throw UsageError("--prompts FILE is required (no bundled prompts file was found at build time)");
   const std::vector<int> in_lens = int_list(in_s, "--input-len", 1), out_lens = int_list(out_s, "--output-len", 1);
   const std::vector<int> groups = int_list(groups_s, "--groups", 0);
