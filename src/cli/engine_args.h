@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "odmoe/core/cli.h"
-#include "odmoe/core/dtype.h"
 #include "odmoe/runtime/engine.h"
 
 namespace odmoe::cli {
@@ -133,7 +132,8 @@ struct EngineArgs {
     if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");
     if (d.predictor_rank < -1 || d.predictor_rank == 0)
       throw cli::UsageError("--predictor-rank must name a rank other than main (the last rank)");
-    if (d.predict_extra < 0) throw cli::UsageError("--predict-extra must be >= 0");
+    if (d.predict_extra < 0 || d.predict_extra > dist::Schedule::kMaxExtra)
+      throw cli::UsageError("--predict-extra must be in 0.." + std::to_string(dist::Schedule::kMaxExtra));
     if (d.gate_ahead_depth < 0) throw cli::UsageError("--gate-ahead-depth must be >= 0");
     if (on_failure != "abort" && on_failure != "degrade")
       throw cli::UsageError("--on-worker-failure must be abort or degrade");
@@ -144,12 +144,10 @@ struct EngineArgs {
       throw cli::UsageError("--timeout and --startup-timeout must be seconds in (0, 1e6]");
     if (eo.threads < 0 || eo.threads > 4096) throw cli::UsageError("--threads must be in 0..4096 (0: the node's cores)");
     if (eo.n_ctx < 0) throw cli::UsageError("--n-ctx must be >= 0 (0: the model's maximum)");
-    if (d.lookahead < 1 || d.lookahead > 8) throw cli::UsageError("--lookahead must be in 1..8");
-    if (d.predict_extra > 64) throw cli::UsageError("--predict-extra must be in 0..64");
+    if (d.lookahead < 1 || d.lookahead > dist::Schedule::kMaxLookahead)
+      throw cli::UsageError("--lookahead must be in 1.." + std::to_string(dist::Schedule::kMaxLookahead));
     if (std::isnan(d.substitute)) throw cli::UsageError("--substitute must be a number (< 0: off)");
-    const std::string& sd = d.shadow.dtype;
-    if (sd != "auto" && sd != "file" && !parse_dtype(sd))
-      throw cli::UsageError("--shadow-dtype must be auto, file, f32, bf16, f16, int8 or int4, not '" + sd + "'");
+    dist::check_shadow_dtype(d.shadow.dtype);
     if (!(d.load_gbps >= 0) || !std::isfinite(d.load_gbps)) throw cli::UsageError("--load-gbps must be a number >= 0");
     if (!(d.device_mib >= 0) || !std::isfinite(d.device_mib)) throw cli::UsageError("--device-mib must be a number >= 0");
     if (d.prefill_batch < 8) throw cli::UsageError("--prefill-batch must be at least 8");

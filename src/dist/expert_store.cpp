@@ -52,7 +52,6 @@ struct BusWatch {
   uint64_t size[kMax] = {};
   volatile sig_atomic_t n = 0;
   struct sigaction previous {};
-  bool installed = false;
 };
 BusWatch g_bus;
 std::mutex g_bus_mu;
@@ -78,7 +77,7 @@ void put_u64(uint64_t v) {
   put(buf + i);
 }
 
-void on_sigbus(int sig, siginfo_t* info, void* ctx) {
+void on_sigbus(int, siginfo_t*, void*) {
   put("odmoe: error [io/file-changed] ");
   put(g_bus.who);
   put(": bus error (SIGBUS) reading a mapped file: an expert shard was truncated or rewritten while the job ran\n");
@@ -107,9 +106,6 @@ void on_sigbus(int sig, siginfo_t* info, void* ctx) {
   // Hand over to the previous disposition; the faulting read repeats and it acts.
   sigaction(SIGBUS, &g_bus.previous, nullptr);
   if (!(g_bus.previous.sa_flags & SA_SIGINFO) && g_bus.previous.sa_handler == SIG_IGN) signal(SIGBUS, SIG_DFL);
-  (void)sig;
-  (void)info;
-  (void)ctx;
 }
 
 void watch_for_sigbus(const Comm& comm, const ModelFiles& files) {
@@ -369,12 +365,12 @@ std::string ExpertStore::shard_name(int layer, int expert) const {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
-void ExpertStore::check_files(double period_s) const {
+void ExpertStore::check_files(double period_s) {
   const double now = now_s();
   if (period_s > 0 && now < next_check_s_) return;
   next_check_s_ = now + period_s;
   for (size_t s = 0; s < ids_.size(); ++s) {
-    const Identity& id = ids_[s];
+    Identity& id = ids_[s];
     if (id.fd < 0) continue;
     struct stat st {};
     ODMOE_CHECK(::fstat(id.fd, &st) == 0, kIo, "stat", "cannot stat " << shard_paths_[s] << ": " << std::strerror(errno), "");

@@ -10,10 +10,10 @@ namespace odmoe::dist {
 Schedule::Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead, int extra)
     : n_layer_(n_layer), n_expert_(n_expert), top_k_(top_k), n_workers_(n_workers), n_groups_(n_groups),
       lookahead_(lookahead), extra_(extra) {
-  ODMOE_CHECK(extra >= 0 && extra <= 64, kCli, "bad-option", "--predict-extra " << extra << " is out of range",
-              "use 0 (load the top-k only) to 64");
-  ODMOE_CHECK(lookahead >= 1 && lookahead <= 8, kCli, "bad-lookahead",
-              "--lookahead " << lookahead << " is out of range", "use 1 (the paper's schedule) to 8");
+  ODMOE_CHECK(extra >= 0 && extra <= kMaxExtra, kCli, "bad-option", "--predict-extra " << extra << " is out of range",
+              "use 0 (load the top-k only) to " << kMaxExtra);
+  ODMOE_CHECK(lookahead >= 1 && lookahead <= kMaxLookahead, kCli, "bad-lookahead",
+              "--lookahead " << lookahead << " is out of range", "use 1 (the paper's schedule) to " << kMaxLookahead);
   ODMOE_CHECK(n_layer > 0 && n_expert > 0 && top_k > 0 && top_k <= n_expert, kCli, "bad-model",
               "cannot schedule a model with " << n_layer << " layers, " << n_expert << " experts, top-" << top_k, "");
   ODMOE_CHECK(n_workers >= 1, kCli, "no-workers",

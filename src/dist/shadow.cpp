@@ -17,7 +17,13 @@
 
 namespace odmoe::dist {
 
+void check_shadow_dtype(const std::string& dtype) {
+  if (dtype != "auto" && dtype != "file" && !parse_dtype(dtype))
+    throw cli::UsageError("--shadow-dtype must be auto, file, f32, bf16, f16, int8 or int4, not '" + dtype + "'");
+}
+
 TensorReader shadow_tensor_reader(const ModelFiles& files, const std::string& dtype, std::string* resolved) {
+  check_shadow_dtype(dtype);
   std::optional<DType> file_dtype;
   if (files.has_shadow()) file_dtype = read_file_header(files.shadow_file(), files.shadow_path()).weight_dtype;
   std::optional<DType> want;
@@ -28,7 +34,6 @@ TensorReader shadow_tensor_reader(const ModelFiles& files, const std::string& dt
     if (!file_dtype) want = DType::kInt8;
   } else {
     want = parse_dtype(dtype);
-    if (!want) throw cli::UsageError("--shadow-dtype must be auto, file, f32, bf16, f16, int8 or int4, not '" + dtype + "'");
   }
   const ModelFiles* f = &files;
   if (!want || (file_dtype && *file_dtype == *want)) {

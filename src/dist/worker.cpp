@@ -184,18 +184,17 @@ class Worker {
 
   // n_slots_ slots of slot_bytes_ each (the buffers of slots already there are kept).
   void allocate_slots(int n) {
+    const double need_mib = static_cast<double>(slot_bytes_) * n / (1 << 20);
+    ODMOE_CHECK(opts_.device_mib <= 0 || need_mib <= opts_.device_mib, kCore, "device-memory",
+                "cannot allocate " << n << " expert slots (" << slot_bytes_ << " bytes each): the device has "
+                                   << opts_.device_mib << " MiB (--device-mib) and the slots need " << need_mib << " MiB",
+                "fewer slots per rank: --lookahead 1, --predict-extra 0, fewer --cache-slots, or more expert ranks");
     std::vector<Slot> fresh(static_cast<size_t>(n));
     for (size_t i = 0; i < fresh.size(); ++i) {
       if (i < slots_.size()) {
         fresh[i].buf = std::move(slots_[i].buf);
         continue;
       }
-      const double need_mib = static_cast<double>(slot_bytes_) * static_cast<double>(i + 1) / (1 << 20);
-      ODMOE_CHECK(opts_.device_mib <= 0 || need_mib <= opts_.device_mib, kCore, "device-memory",
-                  "cannot allocate expert slot " << i + 1 << " of " << n << " (" << slot_bytes_
-                                                 << " bytes each): the device has " << opts_.device_mib
-                                                 << " MiB (--device-mib) and the slots need " << need_mib << " MiB",
-                  "fewer slots per rank: --lookahead 1, --predict-extra 0, fewer --cache-slots, or more expert ranks");
       void* p = std::aligned_alloc(4096, slot_bytes_);
       ODMOE_CHECK(p, kCore, "oom", "cannot allocate expert slot " << i + 1 << " of " << n << " (" << slot_bytes_
                                                                   << " bytes)", "");

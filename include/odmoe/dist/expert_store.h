@@ -98,7 +98,7 @@ class ExpertStore {
   // Error naming it: the mapping now serves other bytes, or would fault where it shrank. A
   // file deleted or replaced by another (a re-conversion renames new files into place) is
   // reported once on stderr and the job goes on with the copy it mapped.
-  void check_files(double period_s = 1.0) const;
+  void check_files(double period_s = 1.0);
 
  private:
   const Comm& comm_;
@@ -111,11 +111,11 @@ class ExpertStore {
     int fd = -1;  // kept open: fstat shows changes to the mapped file itself
     uint64_t dev = 0, ino = 0, size = 0;
     int64_t mtime_ns = 0;
-    mutable bool reported_gone = false;
+    bool reported_gone = false;
   };
   std::vector<std::string> shard_paths_;
   std::vector<Identity> ids_;     // per shard: the mapped file as it was at start-up
-  mutable double next_check_s_ = 0;
+  double next_check_s_ = 0;
   std::vector<size_t> map_bytes_;
   std::vector<MPI_Win> wins_;     // per shard
   uint64_t max_bytes_ = 0, bytes_held_ = 0;

@@ -33,6 +33,7 @@ class Schedule {
   // load while the group still computes, in banks of decode slots).
   // `extra`: decode slots for candidates beyond the top-k (a predictor's next-best guesses).
   Schedule(int n_layer, int n_expert, int top_k, int n_workers, int n_groups, int lookahead = 1, int extra = 0);
+  static constexpr int kMaxLookahead = 8, kMaxExtra = 64;
 
   // Default group count: the most groups whose size S still reaches min(top_k, W), so that
   // one layer's top-k experts are computed in parallel (DESIGN.md: S defaults to top-k).

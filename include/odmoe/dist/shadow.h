@@ -39,6 +39,9 @@ struct ShadowOptions {
   int threads = 1;  // CPU threads of the shadow's backend
 };
 
+// Throws cli::UsageError unless `dtype` is a --shadow-dtype value (auto, file or a dtype name).
+void check_shadow_dtype(const std::string& dtype);
+
 // The shadow's tensors for `dtype` (see ShadowOptions::dtype); `resolved` gets what was
 // chosen ("int8 (shadow.h5)", "f16 (re-encoded in memory)", ...).
 TensorReader shadow_tensor_reader(const ModelFiles& files, const std::string& dtype, std::string* resolved);
