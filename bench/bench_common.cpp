@@ -24,6 +24,7 @@
 
 #include "odmoe/core/checksum.h"
 #include "odmoe/core/error.h"
+#include "odmoe/core/json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -526,10 +527,7 @@ int guarded_main(const char* name, const std::function<int()>& body) {
 }
 
 void write_json(const std::string& path, const json& j) {
-  std::ofstream f(path);
-  f << j.dump(2) << "\n";
-  f.close();
-  ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << path, "check the path given to --json");
+  write_json_file(path, j, 2, "--json");
   std::printf("# wrote %s\n", path.c_str());
 }
 

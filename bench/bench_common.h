@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "odmoe/backend/backend.h"
-#include "odmoe/core/cli.h"
+#include "odmoe/cli/cli.h"
 #include "odmoe/core/dtype.h"
 
 namespace odmoe::bench {

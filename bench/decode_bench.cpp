@@ -251,7 +251,7 @@ json kernel_json(const KernelResult& r) {
 // ---------------------------------------------------------------------------------------
 // [3] Decode: a timing Backend and ExpertExecutor
 
-enum OpClass { kOpAttention, kOpRouter, kOpExperts, kOpShared, kOpLmHead, kOpNorm, kOpSwiglu, kOpSoftmax, kNumOps };
+enum OpClass { kOpAttention, kOpRouter, kOpExperts, kOpShared, kOpLmHead, kOpNorm, kOpSwiglu, kNumOps };
 const char* op_name(int c) {
   switch (c) {
     case kOpAttention: return "matmul attention (wq,wk,wv,wo)";
@@ -261,7 +261,6 @@ const char* op_name(int c) {
     case kOpLmHead: return "matmul LM head";
     case kOpNorm: return "rms_norm";
     case kOpSwiglu: return "swiglu";
-    case kOpSoftmax: return "softmax";
     default: return "?";
   }
 }
@@ -274,7 +273,6 @@ const char* op_key(int c) {
     case kOpLmHead: return "matmul_lm_head";
     case kOpNorm: return "rms_norm";
     case kOpSwiglu: return "swiglu";
-    case kOpSoftmax: return "softmax";
     default: return "?";
   }
 }
@@ -328,11 +326,6 @@ class TimingBackend final : public Backend {
     const auto t0 = Clock::now();
     inner_.swiglu(gate, up, n, out);
     add(kOpSwiglu, since(t0), 0);
-  }
-  void softmax(float* x, size_t n_rows, size_t dim) override {
-    const auto t0 = Clock::now();
-    inner_.softmax(x, n_rows, dim);
-    add(kOpSoftmax, since(t0), 0);
   }
 
   bool in_experts = false;

@@ -12,12 +12,12 @@
 #include <filesystem>
 #include <memory>
 
-#include "odmoe/dist/comm.h"
-#include "odmoe/dist/expert_store.h"
+#include "odmoe/comm/comm.h"
+#include "odmoe/store/expert_store.h"
 #include "odmoe/weights/model_files.h"
 #include "odmoe/weights/model_writer.h"
 
-namespace odmoe::dist {
+namespace odmoe {
 namespace {
 
 int world_rank() {
@@ -138,7 +138,7 @@ INSTANTIATE_TEST_SUITE_P(
                       StoreCase{"bf16", StorePlacement::kSharded, 1, true, 12288}));
 
 }  // namespace
-}  // namespace odmoe::dist
+}  // namespace odmoe
 
 int main(int argc, char** argv) {
   int provided = 0;

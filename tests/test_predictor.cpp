@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "odmoe/dist/prediction_ledger.h"
+#include "odmoe/predict/prediction_ledger.h"
 #include "test_util.h"
 
 namespace odmoe {
@@ -175,7 +175,7 @@ TEST_F(Predictors, EvalPredictorJson) {
 
 // The ledger's arithmetic on a hand-made timeline: 2 layers, ready lead 1.
 TEST(PredictionLedger, RecallPrecisionAndLead) {
-  dist::PredictionLedger led(2, 4, 1);
+  PredictionLedger led(2, 4, 1);
   led.begin_step(0, false);  // prefill: not accounted
   led.routed(0, {0, 1, 2, 3});
   led.layer_done(1.0);

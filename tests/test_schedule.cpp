@@ -7,10 +7,10 @@
 #include <set>
 
 #include "odmoe/core/error.h"
-#include "odmoe/dist/schedule.h"
+#include "odmoe/sched/schedule.h"
 
-using odmoe::dist::Placement;
-using odmoe::dist::Schedule;
+using odmoe::Placement;
+using odmoe::Schedule;
 
 namespace {
 

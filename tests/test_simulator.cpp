@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "odmoe/core/cli.h"
 #include "odmoe/core/error.h"
 #include "odmoe/sim/schedule_sim.h"
 #include "odmoe/sim/sim_inputs.h"
@@ -274,7 +273,7 @@ TEST(simulator, BadInputIsAClearError) {
   EXPECT_THROW(c.validate(), odmoe::Error);
   c = base(0, 0);
   EXPECT_THROW(c.validate(), odmoe::Error);
-  EXPECT_THROW(odmoe::sim::arch_shape("gpt-5", odmoe::DType::kBF16), odmoe::cli::UsageError);
-  EXPECT_THROW(odmoe::sim::find_gpu("voodoo2"), odmoe::cli::UsageError);
+  EXPECT_THROW(odmoe::sim::arch_shape("gpt-5", odmoe::DType::kBF16), odmoe::ArgumentError);
+  EXPECT_THROW(odmoe::sim::find_gpu("voodoo2"), odmoe::ArgumentError);
   EXPECT_THROW(odmoe::sim::run_from_stats(nlohmann::json{{"timing", nlohmann::json::object()}}, "x"), odmoe::Error);
 }

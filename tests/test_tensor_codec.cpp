@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "odmoe/weights/tensor_codec.h"
+#include "odmoe/core/tensor_codec.h"
 
 namespace odmoe {
 namespace {

@@ -14,7 +14,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "odmoe/core/cli.h"
+#include "odmoe/cli/cli.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/mapped_file.h"
 #include "odmoe/core/progress.h"
@@ -119,6 +119,12 @@ int cmd_convert(int argc, char** argv) {
   ModelSource src{ckpt.config(), ckpt.config_json(), ckpt.tokenizer_json(), ckpt.tokenizer_config_json(),
                   ckpt.generation_config_json(),
                   [&ckpt](const layout::TensorSpec& s, std::vector<float>* v) { ckpt.read(s, v); }};
+  // Held-out prompts beside the checkpoint become the model's default --prompts.
+  if (std::ifstream pf(in + "/heldout-prompts.jsonl", std::ios::binary); pf) {
+    std::ostringstream text;
+    text << pf.rdbuf();
+    src.prompts_jsonl = text.str();
+  }
   print_write_stats(write_model_dir(src, out, w), out);
   return 0;
 }

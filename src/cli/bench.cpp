@@ -31,8 +31,10 @@
 
 #include "engine_args.h"
 #include "odmoe/core/error.h"
+#include "odmoe/core/json_file.h"
 #include "odmoe/core/memory_stats.h"
-#include "odmoe/dist/comm.h"
+#include "odmoe/comm/comm.h"
+#include "odmoe/runtime/generation.h"
 #include "odmoe/runtime/perplexity.h"
 #include "odmoe/tokenizer/tokenizer.h"
 
@@ -87,8 +89,8 @@ std::vector<RunSpec> make_runs(const std::string& runs_s, const std::string& mod
         throw UsageError("bench: resident loads nothing after start-up, so it takes no predictor ('resident/" + pred + "')");
       pred = "none";
     }
-    if (!dist::is_predictor_name(pred))
-      throw UsageError("bench: unknown predictor '" + pred + "' (" + dist::kPredictorNames + ")");
+    if (!is_predictor_name(pred))
+      throw UsageError("bench: unknown predictor '" + pred + "' (" + kPredictorNames + ")");
     if (std::find(pairs.begin(), pairs.end(), std::make_pair(mode, pred)) == pairs.end()) pairs.emplace_back(mode, pred);
   };
   if (!runs_s.empty()) {
@@ -126,10 +128,6 @@ std::vector<std::vector<int32_t>> make_inputs(const Tokenizer& tok, const std::v
     out.push_back(std::move(ids));
   }
   return out;
-}
-
-int32_t argmax(const std::vector<float>& v) {
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
 double num(const nlohmann::json& j, const char* key) {
@@ -185,7 +183,7 @@ std::string mib(double b) {
 int cmd_bench(int argc, char** argv) {
   po::options_description o("bench options");
   std::string runs_s, modes_s = "resident,on-demand,cache", preds_s = "shadow,none", groups_s = "0";
-  std::string in_s = "16,128", out_s = "64,256", prompts_path = default_prompts_path(), json_path, trace_dir;
+  std::string in_s = "16,128", out_s = "64,256", prompts_path, json_path, trace_dir;
   int per_case = 3, warmup = 1, ppl_tokens = 0;
   double alpha = 0.2;
   EngineArgs ea;
@@ -206,8 +204,9 @@ int cmd_bench(int argc, char** argv) {
       "perplexity-tokens", po::value(&ppl_tokens)->default_value(ppl_tokens),
       "per run, also score this many tokens of the prompts' text one token per step (what substitution changes; "
       "0: off)")(
-      "prompts", po::value(&prompts_path)->default_value(prompts_path),
-      "JSON Lines text the prompts are cut from (default: the bundled model's held-out passages)")(
+      "prompts", po::value(&prompts_path),
+      "JSON Lines text the prompts are cut from (default: the model's prompts.jsonl, held-out passages kept by "
+      "odmoe-weights convert)")(
       "trace-dir", po::value(&trace_dir), "write each run's trace of its first case here (Chrome/Perfetto JSON)")(
       "json", po::value(&json_path)->required(), "write the results here");
   po::variables_map vm;
@@ -222,13 +221,17 @@ int cmd_bench(int argc, char** argv) {
   if (warmup < 0 || ppl_tokens < 0) throw UsageError("--warmup and --perplexity-tokens must be >= 0");
   if (ppl_tokens == 1) throw UsageError("--perplexity-tokens must be 0 (off) or at least 2");
   if (!(alpha >= 0 && alpha <= 1)) throw UsageError("--substitute alpha must be in [0, 1]");
-  if (prompts_path.empty()) throw UsageError("--prompts FILE is required (no bundled prompts file was found at build time)");
+  const bool default_prompts = prompts_path.empty();
+  if (default_prompts) prompts_path = default_prompts_path(ea.eo.model_dir);
+  if (prompts_path.empty())
+    throw UsageError("--prompts FILE is required: " + ea.eo.model_dir +
+                     " has no prompts.jsonl (odmoe-weights convert keeps a checkpoint's heldout-prompts.jsonl there)");
   const std::vector<int> in_lens = int_list(in_s, "--input-len", 1), out_lens = int_list(out_s, "--output-len", 1);
   const std::vector<int> groups = int_list(groups_s, "--groups", 0);
 
   int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   std::vector<RunSpec> runs;
   if (world == 1) {
     if (!runs_s.empty() || vm["modes"].defaulted() == false)
@@ -252,8 +255,8 @@ int cmd_bench(int argc, char** argv) {
   const int workers = world - 1 - (ea.eo.dist.predictor_rank >= 0 ? 1 : 0);
   for (const RunSpec& r : runs) {
     if (world == 1) break;
-    const int g = r.groups > 0 ? r.groups : dist::Schedule::default_groups(workers, mc.n_expert_used);
-    dist::Schedule(mc.n_layer, mc.n_expert, mc.n_expert_used, workers, g, ea.eo.dist.lookahead, ea.eo.dist.predict_extra);
+    const int g = r.groups > 0 ? r.groups : Schedule::default_groups(workers, mc.n_expert_used);
+    Schedule(mc.n_layer, mc.n_expert, mc.n_expert_used, workers, g, ea.eo.dist.lookahead, ea.eo.dist.predict_extra);
     if (r.predictor == "oracle") throw UsageError("bench: the oracle replays one recorded generation; it cannot run here");
     if (ea.eo.dist.predictor_rank >= 0 && (r.predictor != "shadow" || r.mode == "resident"))
       throw UsageError("bench: --predictor-rank applies to shadow runs only; run " + r.name() + " separately");
@@ -276,7 +279,7 @@ int cmd_bench(int argc, char** argv) {
   for (const RunSpec& spec : runs) {
     EngineOptions eo = ea.eo;
     if (world > 1) {
-      eo.dist.mode = dist::parse_mode(spec.mode == "substitute" ? "cache" : spec.mode);
+      eo.dist.mode = parse_mode(spec.mode == "substitute" ? "cache" : spec.mode);
       eo.dist.predictor = spec.predictor;
       eo.dist.groups = spec.groups;
       eo.dist.substitute = spec.mode == "substitute" ? alpha : -1.0;
@@ -296,37 +299,25 @@ int cmd_bench(int argc, char** argv) {
           eo.dist.trace = false;
         }
         reset_peak_rss();  // every rank: this case's peak
-        std::unique_ptr<Engine> engine = Engine::open(eo);
-        if (!engine) continue;  // an expert rank: main has finished this case
-        Engine& eng = *engine;
+        Engine::run(eo, [&](Engine& eng) {
         Model& model = eng.model();
-        std::vector<float> logits;
-        const double t_ready = dist::now_s();  // the statistics cover from here (warm-up included) to finish()
+        const double t_ready = now_s();  // the statistics cover from here (warm-up included) to finish()
         int warmup_tokens = 0;
+        GenerationOptions warm;
+        warm.max_new = std::min(out_len, 16);
         for (int w = 0; w < warmup; ++w) {  // untimed: first-touch costs, caches and threads warm up
-          warmup_tokens += std::min(out_len, 16);
-          model.reset();
-          model.forward(inputs[ci][0].data(), inputs[ci][0].size(), false, &logits);
-          for (int t = 1; t < std::min(out_len, 16); ++t) {
-            const int32_t next = argmax(logits);
-            model.forward(&next, 1, false, &logits);
-          }
+          warmup_tokens += warm.max_new;
+          generate(model, inputs[ci][0], warm, argmax_token);
         }
         nlohmann::json prompts = nlohmann::json::array();
         double ttft_sum = 0, decode_s = 0, prefill_s = 0;
         int decode_steps = 0, generated = 0;
+        GenerationOptions go;
+        go.max_new = out_len;
         for (const std::vector<int32_t>& ids : inputs[ci]) {
-          model.reset();
-          const double t0 = dist::now_s();
-          model.forward(ids.data(), ids.size(), false, &logits);
-          std::vector<int32_t> toks = {argmax(logits)};
-          const double ttft = dist::now_s() - t0;
-          const double t1 = dist::now_s();
-          while (static_cast<int>(toks.size()) < out_len) {
-            model.forward(&toks.back(), 1, false, &logits);
-            toks.push_back(argmax(logits));
-          }
-          const double dec = dist::now_s() - t1;
+          const GenerationResult g = generate(model, ids, go, argmax_token);
+          const std::vector<int32_t>& toks = g.tokens;
+          const double ttft = g.prefill_s, dec = g.decode_s;
           ttft_sum += ttft;
           prefill_s += ttft;
           decode_s += dec;
@@ -341,7 +332,7 @@ int cmd_bench(int argc, char** argv) {
         const double main_bytes = static_cast<double>(model.dense_weight_bytes() + model.kv_cache_bytes());
         const std::string desc = eng.describe();
         if (machine.is_null()) machine = machine_info(eng.backend().to_string());
-        const double t_done = dist::now_s();
+        const double t_done = now_s();
         nlohmann::json stats = eng.finish(trace_path);
         const double wall = prefill_s + decode_s;
         nlohmann::json r = {
@@ -417,17 +408,20 @@ int cmd_bench(int argc, char** argv) {
                      spec.name().c_str(), r["groups"].get<int>(), in_lens[ci], out_len,
                      r["decode_tokens_per_second"].get<double>(), 1e3 * r["ttft_seconds"].get<double>());
         results.push_back(std::move(r));
+        return 0;
+        });
       }
     }
     if (ppl_tokens > 0) {  // an engine of its own, so the cases' statistics stay theirs
-      std::unique_ptr<Engine> engine = Engine::open(eo);
-      if (!engine) continue;
-      const PerplexityResult p = evaluate_perplexity(engine->model(), ppl_ids, ppl_tokens, true);
-      engine->finish();
-      perplexity[spec.name() + "@" + std::to_string(spec.groups)] = {
-          {"perplexity", p.perplexity}, {"nll_per_token", p.nll_per_token}, {"tokens_scored", p.tokens_scored}};
-      std::fprintf(stderr, "[bench] %-22s perplexity %.4f over %zu tokens (token by token)\n", spec.name().c_str(),
-                   p.perplexity, p.tokens_scored);
+      Engine::run(eo, [&](Engine& eng) {
+        const PerplexityResult p = evaluate_perplexity(eng.model(), ppl_ids, ppl_tokens, true);
+        eng.finish();
+        perplexity[spec.name() + "@" + std::to_string(spec.groups)] = {
+            {"perplexity", p.perplexity}, {"nll_per_token", p.nll_per_token}, {"tokens_scored", p.tokens_scored}};
+        std::fprintf(stderr, "[bench] %-22s perplexity %.4f over %zu tokens (token by token)\n", spec.name().c_str(),
+                     p.perplexity, p.tokens_scored);
+        return 0;
+      });
     }
   }
   if (rank != 0) return 0;
@@ -518,10 +512,8 @@ int cmd_bench(int argc, char** argv) {
   std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   std::string command = "mpirun -np " + std::to_string(world) + " odmoe";
   for (int i = 0; i < argc; ++i) command += " " + std::string(argv[i]);
-  // The bundled prompts by their place in the source tree, not this machine's path.
-  std::string prompts_label = prompts_path;
-  if (prompts_path == default_prompts_path() && prompts_path.find("weights-tools/") != std::string::npos)
-    prompts_label = prompts_path.substr(prompts_path.find("weights-tools/")) + " (bundled)";
+  // The model's own prompts by their name, not this machine's path.
+  const std::string prompts_label = default_prompts ? "prompts.jsonl of the model" : prompts_path;
   nlohmann::json out = {
       {"benchmark", "odmoe bench"},
       {"command", command},

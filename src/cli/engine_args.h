@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "odmoe/core/cli.h"
+#include "odmoe/cli/cli.h"
 #include "odmoe/runtime/engine.h"
 
 namespace odmoe::cli {
@@ -24,7 +24,7 @@ struct EngineArgs {
   // `per_run`: also the options `odmoe bench` varies from run to run (--mode, --predictor,
   // --groups, --substitute); bench defines its own list-valued ones instead.
   void add(po::options_description& o, bool per_run = true) {
-    dist::DistOptions& d = eo.dist;
+    DistOptions& d = eo.dist;
     o.add_options()("model", po::value(&eo.model_dir)->required(), "converted model directory (odmoe-weights convert)")(
         "threads", po::value(&eo.threads)->default_value(0), "CPU threads per rank (0: the node's cores shared by its ranks)")(
         "n-ctx", po::value(&eo.n_ctx)->default_value(0), "context length (0: the model's maximum)");
@@ -99,23 +99,23 @@ struct EngineArgs {
     o.add(dd);
   }
   // The eviction rule --cache-policy gives `d`, with d's --substitute.
-  void set_cache_policy(dist::DistOptions& d) const {
+  void set_cache_policy(DistOptions& d) const {
     d.cache_lfu = cache_policy == "lfu";
     d.cache_by_score = cache_policy == "score" || (cache_policy == "auto" && d.substitute >= 0);
   }
   // Checks the values and fills the enums; UsageError on a bad one.
   void finalize() {
-    dist::DistOptions& d = eo.dist;
-    d.mode = dist::parse_mode(mode);
-    d.store.placement = dist::parse_store_placement(placement);
+    DistOptions& d = eo.dist;
+    d.mode = parse_mode(mode);
+    d.store.placement = parse_store_placement(placement);
     if (progress == "auto") d.store.progress_thread = -1;
     else if (progress == "on") d.store.progress_thread = 1;
     else if (progress == "off") d.store.progress_thread = 0;
     else throw cli::UsageError("--progress-thread must be auto, on or off");
     if (store_ranks != "node" && store_ranks != "all") throw cli::UsageError("--store-ranks must be node or all");
     d.store.every_worker_stores = store_ranks == "all";
-    if (!dist::is_predictor_name(d.predictor))
-      throw cli::UsageError(std::string("--predictor must be ") + dist::kPredictorNames);
+    if (!is_predictor_name(d.predictor))
+      throw cli::UsageError(std::string("--predictor must be ") + kPredictorNames);
     if (departure != "early" && departure != "late") throw cli::UsageError("--shadow-departure must be early or late");
     d.shadow.early_departure = departure == "early";
     if (miss_policy != "wait" && miss_policy != "cpu") throw cli::UsageError("--miss-policy must be wait or cpu");
@@ -124,7 +124,7 @@ struct EngineArgs {
       throw cli::UsageError("--cache-policy must be auto, lru, lfu or score");
     set_cache_policy(d);
     if (d.substitute > 1) throw cli::UsageError("--substitute alpha must be at most 1");
-    if (d.substitute >= 0 && d.mode != dist::Mode::kCache)
+    if (d.substitute >= 0 && d.mode != Mode::kCache)
       throw cli::UsageError("--substitute needs --mode cache (it swaps in cached experts)");
     if (d.cache_slots < 0) throw cli::UsageError("--cache-slots must be >= 0");
     if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
@@ -132,22 +132,22 @@ struct EngineArgs {
     if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");
     if (d.predictor_rank < -1 || d.predictor_rank == 0)
       throw cli::UsageError("--predictor-rank must name a rank other than main (the last rank)");
-    if (d.predict_extra < 0 || d.predict_extra > dist::Schedule::kMaxExtra)
-      throw cli::UsageError("--predict-extra must be in 0.." + std::to_string(dist::Schedule::kMaxExtra));
+    if (d.predict_extra < 0 || d.predict_extra > Schedule::kMaxExtra)
+      throw cli::UsageError("--predict-extra must be in 0.." + std::to_string(Schedule::kMaxExtra));
     if (d.gate_ahead_depth < 0) throw cli::UsageError("--gate-ahead-depth must be >= 0");
     if (on_failure != "abort" && on_failure != "degrade")
       throw cli::UsageError("--on-worker-failure must be abort or degrade");
     d.degrade = on_failure == "degrade";
-    if (d.degrade && d.mode == dist::Mode::kResident)
+    if (d.degrade && d.mode == Mode::kResident)
       throw cli::UsageError("--on-worker-failure degrade re-plans loads on demand: use --mode on-demand or cache");
     if (!(d.timeout_s > 0 && d.timeout_s <= 1e6) || !(d.startup_timeout_s > 0 && d.startup_timeout_s <= 1e6))
       throw cli::UsageError("--timeout and --startup-timeout must be seconds in (0, 1e6]");
     if (eo.threads < 0 || eo.threads > 4096) throw cli::UsageError("--threads must be in 0..4096 (0: the node's cores)");
     if (eo.n_ctx < 0) throw cli::UsageError("--n-ctx must be >= 0 (0: the model's maximum)");
-    if (d.lookahead < 1 || d.lookahead > dist::Schedule::kMaxLookahead)
-      throw cli::UsageError("--lookahead must be in 1.." + std::to_string(dist::Schedule::kMaxLookahead));
+    if (d.lookahead < 1 || d.lookahead > Schedule::kMaxLookahead)
+      throw cli::UsageError("--lookahead must be in 1.." + std::to_string(Schedule::kMaxLookahead));
     if (std::isnan(d.substitute)) throw cli::UsageError("--substitute must be a number (< 0: off)");
-    dist::check_shadow_dtype(d.shadow.dtype);
+    check_shadow_dtype(d.shadow.dtype);
     if (!(d.load_gbps >= 0) || !std::isfinite(d.load_gbps)) throw cli::UsageError("--load-gbps must be a number >= 0");
     if (!(d.device_mib >= 0) || !std::isfinite(d.device_mib)) throw cli::UsageError("--device-mib must be a number >= 0");
     if (d.prefill_batch < 8) throw cli::UsageError("--prefill-batch must be at least 8");
@@ -160,17 +160,7 @@ struct EngineArgs {
 // Prompts from a JSON Lines file: {"prompt": "..."} (or {"text": ...}, or a bare JSON
 // string) per line; at most `limit`. Bad lines are errors naming the line.
 std::vector<std::string> read_prompts(const std::string& path, size_t limit);
-// The bundled model's held-out prompts ("" when none was found at build time).
-const char* default_prompts_path();
-// Writes `j` to `path` whole or not at all (a temporary name, then rename); `option` names
-// the command-line option in the error. indent < 0: compact.
-void write_json_file(const std::string& path, const nlohmann::json& j, int indent, const char* option);
-
-// `odmoe eval-predictor` (eval_predictor.cpp).
-int cmd_eval_predictor(int argc, char** argv);
-// `odmoe bench` (bench.cpp): the paper's protocol over a list of configurations.
-int cmd_bench(int argc, char** argv);
-// `odmoe simulate` (simulate.cpp): the schedule simulator.
-int cmd_simulate(int argc, char** argv);
+// The model's default prompts: MODEL/prompts.jsonl, or "" when it has none.
+std::string default_prompts_path(const std::string& model_dir);
 
 }  // namespace odmoe::cli

@@ -18,29 +18,17 @@
 
 #include "engine_args.h"
 #include "odmoe/core/error.h"
-#include "odmoe/dist/comm.h"
+#include "odmoe/core/json_file.h"
+#include "odmoe/comm/comm.h"
+#include "odmoe/runtime/generation.h"
 #include "odmoe/runtime/sampler.h"
 #include "odmoe/tokenizer/tokenizer.h"
 
 namespace odmoe::cli {
 
-const char* default_prompts_path() {
-#ifdef ODMOE_BUNDLED_PROMPTS
-  return ODMOE_BUNDLED_PROMPTS;
-#else
-  return "";
-#endif
-}
-
-void write_json_file(const std::string& path, const nlohmann::json& j, int indent, const char* option) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << option << " " << path, "check the path");
-    f << j.dump(indent) << "\n";
-    ODMOE_CHECK(f.good(), kIo, "write", "writing " << tmp << " failed", "check free space");
-  }
-  ODMOE_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, kIo, "rename", "cannot write " << option << " " << path, "");
+std::string default_prompts_path(const std::string& model_dir) {
+  const std::string p = model_dir + "/prompts.jsonl";
+  return std::ifstream(p).good() ? p : std::string();
 }
 
 std::vector<std::string> read_prompts(const std::string& path, size_t limit) {
@@ -93,8 +81,8 @@ std::vector<Spec> parse_specs(const std::string& s) {
       sp.shadow_dtype = item.substr(colon + 1);
       if (sp.predictor != "shadow") throw UsageError("--predictors: only shadow takes a :DTYPE, not '" + item + "'");
     }
-    if (!dist::is_predictor_name(sp.predictor))
-      throw UsageError("--predictors: unknown predictor '" + sp.predictor + "' (" + dist::kPredictorNames + ")");
+    if (!is_predictor_name(sp.predictor))
+      throw UsageError("--predictors: unknown predictor '" + sp.predictor + "' (" + kPredictorNames + ")");
     out.push_back(sp);
   }
   if (out.empty()) throw UsageError("--predictors is empty");
@@ -111,14 +99,15 @@ std::string fmt_pct(double x) {
 
 int cmd_eval_predictor(int argc, char** argv) {
   po::options_description o("eval-predictor options");
-  std::string prompts_path = default_prompts_path(), specs_s = "shadow:f16,shadow:int8,shadow:int4,gate-ahead,previous,random";
+  std::string prompts_path, specs_s = "shadow:f16,shadow:int8,shadow:int4,gate-ahead,previous,random";
   std::string json_path;
   int tokens = 256, limit = 100;
   SamplerConfig sc;
   EngineArgs ea;
   ea.add(o);
-  o.add_options()("prompts", po::value(&prompts_path)->default_value(prompts_path),
-                  "JSON Lines prompts (default: held-out passages of the bundled model's corpus)")(
+  o.add_options()("prompts", po::value(&prompts_path),
+                  "JSON Lines prompts (default: the model's prompts.jsonl, held-out passages kept by odmoe-weights "
+                  "convert)")(
       "limit", po::value(&limit)->default_value(limit), "use at most this many prompts")(
       "tokens", po::value(&tokens)->default_value(tokens), "decode steps per prompt")(
       "predictors", po::value(&specs_s)->default_value(specs_s),
@@ -136,11 +125,15 @@ int cmd_eval_predictor(int argc, char** argv) {
   if (limit < 1) throw UsageError("--limit must be at least 1");
   sc.validate();
   ea.finalize();
-  if (prompts_path.empty()) throw UsageError("--prompts FILE is required (no bundled prompts file was found at build time)");
+  const bool default_prompts = prompts_path.empty();
+  if (default_prompts) prompts_path = default_prompts_path(ea.eo.model_dir);
+  if (prompts_path.empty())
+    throw UsageError("--prompts FILE is required: " + ea.eo.model_dir +
+                     " has no prompts.jsonl (odmoe-weights convert keeps a checkpoint's heldout-prompts.jsonl there)");
   const std::vector<Spec> specs = parse_specs(specs_s);
   int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world > 1 && ea.eo.dist.mode != dist::Mode::kOnDemand)
+  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+  if (world > 1 && ea.eo.dist.mode != Mode::kOnDemand)
     throw UsageError("eval-predictor runs --mode on-demand (a resident run loads nothing, so predicts nothing)");
   if (world == 1) ea.eo.dist.predictor_sync = true;
   for (const Spec& sp : specs)
@@ -149,7 +142,7 @@ int cmd_eval_predictor(int argc, char** argv) {
 
   std::vector<std::string> prompts;
   int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   if (rank == 0) prompts = read_prompts(prompts_path, static_cast<size_t>(limit));
 
   nlohmann::json results = nlohmann::json::array();
@@ -158,9 +151,7 @@ int cmd_eval_predictor(int argc, char** argv) {
     EngineOptions eo = ea.eo;
     eo.dist.predictor = sp.predictor;
     if (!sp.shadow_dtype.empty()) eo.dist.shadow.dtype = sp.shadow_dtype;
-    std::unique_ptr<Engine> engine = Engine::open(eo);
-    if (!engine) continue;  // an expert rank: main has finished this predictor
-    Engine& eng = *engine;
+    Engine::run(eo, [&](Engine& eng) {
     engine_desc = eng.describe();
     const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
     Model& model = eng.model();
@@ -168,7 +159,9 @@ int cmd_eval_predictor(int argc, char** argv) {
     ODMOE_CHECK(tokens + 2 <= ctx, kCli, "bad-option", "--tokens " << tokens << " does not fit the context of " << ctx,
                 "lower --tokens");
     Sampler sampler(sc);
-    std::vector<float> logits;
+    GenerationOptions go;
+    go.max_new = tokens;
+    go.forward_last = true;  // every sampled token is a decode step whose experts were predicted
     size_t decode_steps = 0, prompt_tokens = 0;
     double decode_s = 0;
     std::fprintf(stderr, "[eval-predictor] %s: %zu prompts x %d tokens ...", sp.label.c_str(), prompts.size(), tokens);
@@ -177,15 +170,10 @@ int cmd_eval_predictor(int argc, char** argv) {
       const size_t keep = static_cast<size_t>(ctx - tokens - 1);
       if (ids.size() > keep) ids.erase(ids.begin(), ids.end() - static_cast<long>(keep));  // the prompt's end
       prompt_tokens += ids.size();
-      model.reset();
-      model.forward(ids.data(), ids.size(), false, &logits);
-      const double t0 = dist::now_s();
-      for (int t = 0; t < tokens; ++t) {
-        const int32_t next = sampler.sample(logits.data(), logits.size());
-        model.forward(&next, 1, false, &logits);
-        ++decode_steps;
-      }
-      decode_s += dist::now_s() - t0;
+      const GenerationResult g =
+          generate(model, ids, go, [&](const std::vector<float>& l) { return sampler.sample(l.data(), l.size()); });
+      decode_steps += static_cast<size_t>(g.n_chosen);
+      decode_s += g.decode_s;
     }
     nlohmann::json run = eng.finish();
     nlohmann::json r = run["predictor"];
@@ -199,6 +187,8 @@ int cmd_eval_predictor(int argc, char** argv) {
     r["peak_host_bytes_per_rank"] = peaks;
     std::fprintf(stderr, " recall %.4f\n", r.value("recall", 0.0));
     results.push_back(r);
+    return 0;
+    });
   }
   if (rank != 0) return 0;
 

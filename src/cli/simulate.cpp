@@ -13,8 +13,9 @@
 
 #include "engine_args.h"
 #include "odmoe/core/error.h"
-#include "odmoe/dist/predictor.h"
-#include "odmoe/dist/schedule.h"
+#include "odmoe/core/json_file.h"
+#include "odmoe/predict/predictor.h"
+#include "odmoe/sched/schedule.h"
 #include "odmoe/sim/sim_inputs.h"
 
 namespace odmoe::cli {
@@ -55,7 +56,7 @@ struct PredictorDefaults {
   double lead_layers;   // < 0: G - 1 (at least 1)
 };
 PredictorDefaults predictor_defaults(const std::string& name, int top_k, int n_expert) {
-  if (!dist::is_predictor_name(name)) throw UsageError(std::string("--predictor must be ") + dist::kPredictorNames);
+  if (!is_predictor_name(name)) throw UsageError(std::string("--predictor must be ") + kPredictorNames);
   if (name == "none") return {false, 0, -1, 0};
   if (name == "oracle") return {true, 1.0, 1, 0};           // a recorded trace: everything, a token ahead
   if (name == "shadow") return {true, 0.9958, 1, 0};        // int8 shadow, early departure: 99.58%
@@ -98,7 +99,7 @@ std::string pct(double x) {
 
 // Per-worker device memory the schedule needs for expert slots.
 double worker_slot_bytes(const sim::SimConfig& c) {
-  const dist::Schedule sched(c.n_moe_layer(), c.n_expert, c.top_k, c.n_workers, c.n_groups, c.lookahead);
+  const Schedule sched(c.n_moe_layer(), c.n_expert, c.top_k, c.n_workers, c.n_groups, c.lookahead);
   const int slots = c.mode == sim::SimMode::kResident ? sched.resident_slots() : sched.lookahead() * sched.decode_slots();
   return slots * c.expert_bytes;
 }
@@ -397,7 +398,7 @@ int cmd_simulate(int argc, char** argv) {
     for (sim::LeadBucket& b : c.lead)  // gate-ahead: G - 1 layers (at least 1)
       if (b.layers < 0) {
         const int G = c.n_groups > 0 ? c.n_groups
-                      : c.n_workers > 0 && c.top_k > 0 ? dist::Schedule::default_groups(c.n_workers, c.top_k)
+                      : c.n_workers > 0 && c.top_k > 0 ? Schedule::default_groups(c.n_workers, c.top_k)
                                                        : 1;
         b.layers = std::max(1, G - 1);
       }

@@ -1,22 +1,16 @@
 #include "odmoe/core/error.h"
 
-#include <mpi.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 
 namespace odmoe {
 namespace {
 
-int current_rank() {
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (!initialized || finalized) return -1;
-  int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
+std::atomic<int> g_rank{-1};
+
+int current_rank() { return g_rank.load(std::memory_order_relaxed); }
 
 std::string current_host() {
   std::array<char, 256> buf{};
@@ -25,6 +19,8 @@ std::string current_host() {
 }
 
 }  // namespace
+
+void set_error_rank(int rank) { g_rank.store(rank, std::memory_order_relaxed); }
 
 const char* subsystem_name(Subsystem s) {
   switch (s) {

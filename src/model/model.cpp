@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "odmoe/core/error.h"
+#include "odmoe/core/softmax.h"
 
 namespace odmoe {
 using layout::TensorKind;
@@ -138,11 +139,7 @@ void route(const ModelConfig& cfg, const float* router_logits, size_t n, int32_t
   std::vector<int32_t> order(E);
   for (size_t t = 0; t < n; ++t) {
     const float* lg = router_logits + t * E;
-    float mx = -INFINITY;
-    for (size_t e = 0; e < E; ++e) mx = std::max(mx, lg[e]);
-    float sum = 0;
-    for (size_t e = 0; e < E; ++e) sum += (p[e] = std::exp(lg[e] - mx));
-    for (size_t e = 0; e < E; ++e) p[e] /= sum;
+    softmax(lg, E, p.data());
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + static_cast<long>(k), order.end(),
                       [&](int32_t a, int32_t b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)] ||

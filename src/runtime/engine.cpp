@@ -8,6 +8,8 @@
 
 #include "odmoe/core/error.h"
 #include "odmoe/core/memory_stats.h"
+#include "odmoe/exec/expert_rank.h"
+#include "odmoe/exec/predictor_rank.h"
 
 namespace odmoe {
 
@@ -24,7 +26,7 @@ int cores_available() {
 bool Engine::ranks_coupled() { return g_coupled; }
 
 nlohmann::json main_rank_stats(const std::string& backend) {
-  return {{"rank", 0}, {"role", "main"}, {"peak_host_bytes", peak_rss_bytes()}, {"peak_device_bytes", 0},
+  return {{"rank", 0}, {"role", "main"}, {"peak_host_bytes", peak_rss_bytes()},
           {"device", backend}};
 }
 
@@ -32,77 +34,63 @@ namespace {
 
 // The predictor `name` for `model` (created once the model exists: gate-ahead reads its
 // routers, the shadow its KV cache).
-std::unique_ptr<dist::Predictor> make_predictor(const dist::DistOptions& d, const ModelFiles& files, const Model& model,
+std::unique_ptr<Predictor> make_predictor(const DistOptions& d, const ModelFiles& files, const Model& model,
                                                 int groups) {
   const ModelConfig& c = files.config();
   const std::string& name = d.predictor;
-  if (name == "none") return dist::make_none_predictor();
+  if (name == "none") return make_none_predictor();
   if (name == "oracle") {
     ODMOE_CHECK(!d.routing_trace.empty(), kCli, "bad-option", "--predictor oracle needs --routing-trace FILE",
                 "record one first: odmoe generate ... --save-routing FILE");
-    dist::RoutingTrace t = dist::RoutingTrace::load(d.routing_trace);
+    RoutingTrace t = RoutingTrace::load(d.routing_trace);
     ODMOE_CHECK(t.model_uid == files.header().model_uid && t.n_layer == c.n_layer && t.n_expert == c.n_expert, kCli,
                 "bad-trace", d.routing_trace << " was recorded with another model", "record the trace with the same --model");
-    return dist::make_oracle_predictor(std::move(t));
+    return make_oracle_predictor(std::move(t));
   }
-  if (name == "previous") return dist::make_previous_predictor(c.n_layer);
-  if (name == "random") return dist::make_random_predictor(c.n_layer, c.n_expert, c.n_expert_used, 0x0d0e);
+  if (name == "previous") return make_previous_predictor(c.n_layer);
+  if (name == "random") return make_random_predictor(c.n_layer, c.n_expert, c.n_expert_used, 0x0d0e);
   if (name == "gate-ahead")
-    return dist::make_gate_ahead_predictor(model, d.gate_ahead_depth > 0 ? d.gate_ahead_depth : std::max(1, groups - 1),
+    return make_gate_ahead_predictor(model, d.gate_ahead_depth > 0 ? d.gate_ahead_depth : std::max(1, groups - 1),
                                            d.predict_extra);
   if (name == "shadow") {
-    dist::ShadowOptions so = d.shadow;
+    ShadowOptions so = d.shadow;
     so.extra = d.predict_extra;
-    return dist::make_shadow_predictor(files, model, model.n_ctx(), so);
+    return make_shadow_predictor(files, model, model.n_ctx(), so);
   }
   ODMOE_THROW(kCli, "bad-option", "--predictor " << name << " is not available",
-              std::string("choose ") + dist::kPredictorNames);
+              std::string("choose ") + kPredictorNames);
 }
 
 }  // namespace
 
-std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
+Engine::Role Engine::open_common(const EngineOptions& o) {
+  opts_ = o;
   int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  std::unique_ptr<Engine> eng(new Engine);
-  eng->opts_ = o;
+  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
   if (size == 1) {
-    eng->files_ = std::make_unique<ModelFiles>(o.model_dir);
+    files_ = std::make_unique<ModelFiles>(o.model_dir);
     // A shadow runs on cores of its own: the model gets the rest.
     const int shadow_cores = o.dist.predictor == "shadow" ? o.dist.shadow.threads : 0;
     const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() - shadow_cores);
-    eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
-    eng->local_ = std::make_unique<LocalExpertExecutor>(*eng->files_, *eng->backend_);
-    if (o.dist.predictor == "none") {
-      eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->local_, o.n_ctx);
-      return eng;
-    }
-    // A predictor in one process: nothing to load, its predictions are accounted.
-    const ModelConfig& c = eng->files_->config();
-    const int groups = std::max(1, o.dist.groups);
-    eng->accounting_ = std::make_unique<dist::AccountingExecutor>(
-        *eng->local_, c.n_layer, c.n_expert, groups - 1, std::min(c.n_expert, c.n_expert_used + o.dist.predict_extra),
-        dist::make_none_predictor(), o.dist.predictor_sync, o.dist.timeout_s);
-    eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->accounting_, o.n_ctx);
-    eng->accounting_->set_predictor(make_predictor(o.dist, *eng->files_, *eng->model_, groups));
-    return eng;
+    backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
+    return Role::kMain;
   }
 
   g_coupled = true;
-  eng->comm_ = std::make_unique<dist::Comm>(std::max(o.dist.timeout_s, o.dist.startup_timeout_s));
-  const dist::Comm& comm = *eng->comm_;
-  eng->files_ = std::make_unique<ModelFiles>(o.model_dir);
+  comm_ = std::make_unique<Comm>(std::max(o.dist.timeout_s, o.dist.startup_timeout_s));
+  const Comm& comm = *comm_;
+  files_ = std::make_unique<ModelFiles>(o.model_dir);
   int on_node = 0;
   for (int r = 0; r < comm.size(); ++r) on_node += comm.node_of(r) == comm.node_of(comm.rank());
   const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() / on_node);
-  eng->backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
-  const ModelConfig& c = eng->files_->config();
+  backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
+  const ModelConfig& c = files_->config();
   const int shadow_rank = o.dist.predictor_rank;
-  ODMOE_CHECK(!(o.dist.degrade && o.dist.mode == dist::Mode::kResident), kCli, "bad-option",
+  ODMOE_CHECK(!(o.dist.degrade && o.dist.mode == Mode::kResident), kCli, "bad-option",
               "--on-worker-failure degrade re-plans loads on demand; resident mode loads nothing after start-up",
               "use --mode on-demand or cache, or --on-worker-failure abort");
   if (shadow_rank >= 0) {
-    ODMOE_CHECK(o.dist.predictor == "shadow" && o.dist.mode != dist::Mode::kResident, kCli, "bad-option",
+    ODMOE_CHECK(o.dist.predictor == "shadow" && o.dist.mode != Mode::kResident, kCli, "bad-option",
                 "--predictor-rank runs the shadow predictor on its own rank",
                 "use it with --mode on-demand --predictor shadow");
     ODMOE_CHECK(!o.dist.degrade, kCli, "bad-option",
@@ -114,63 +102,89 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& o) {
                 "launch one more rank and name it, e.g. mpirun -np 6 ... --predictor-rank 5");
   }
   const int workers = size - 1 - (shadow_rank >= 0 ? 1 : 0);
-  const int groups = o.dist.groups > 0 ? o.dist.groups : dist::Schedule::default_groups(workers, c.n_expert_used);
-  eng->sched_ = std::make_unique<dist::Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups,
-                                                  o.dist.lookahead, o.dist.predict_extra);
-  dist::StoreOptions store = o.dist.store;
+  const int groups = o.dist.groups > 0 ? o.dist.groups : Schedule::default_groups(workers, c.n_expert_used);
+  sched_ = std::make_unique<Schedule>(c.n_layer, c.n_expert, c.n_expert_used, workers, groups, o.dist.lookahead,
+                                      o.dist.predict_extra);
+  StoreOptions store = o.dist.store;
   store.n_workers = workers;
-  eng->store_ = std::make_unique<dist::ExpertStore>(comm, *eng->files_, store);
+  store_ = std::make_unique<ExpertStore>(comm, *files_, store);
+  comm_->set_timeout(o.dist.timeout_s);
+  if (comm.rank() == 0) return Role::kMain;
+  return comm.rank() == shadow_rank ? Role::kPredictorRank : Role::kExpertRank;
+}
 
-  eng->comm_->set_timeout(o.dist.timeout_s);
-  if (comm.rank() == shadow_rank) {
-    dist::run_shadow_rank(comm, *eng->files_, o.n_ctx, o.dist);
-    eng->store_->close();
-    return nullptr;
+void Engine::open_single_process() {
+  const EngineOptions& o = opts_;
+  local_ = std::make_unique<LocalExpertExecutor>(*files_, *backend_);
+  if (o.dist.predictor == "none") {
+    model_ = std::make_unique<Model>(*files_, *backend_, *local_, o.n_ctx);
+    return;
   }
-  if (comm.rank() != 0) {
-    dist::run_worker(comm, *eng->files_, *eng->store_, *eng->backend_, *eng->sched_, o.dist);
-    // After a rank died (--on-worker-failure degrade) the windows cannot be freed (that is
-    // collective); the process ends without MPI_Finalize.
-    if (!dist::job_degraded()) eng->store_->close();
-    return nullptr;
-  }
+  // A predictor in one process: nothing to load, its predictions are accounted.
+  const ModelConfig& c = files_->config();
+  const int groups = std::max(1, o.dist.groups);
+  accounting_ = std::make_unique<AccountingExecutor>(
+      *local_, c.n_layer, c.n_expert, groups - 1, std::min(c.n_expert, c.n_expert_used + o.dist.predict_extra),
+      make_none_predictor(), o.dist.predictor_sync, o.dist.timeout_s);
+  model_ = std::make_unique<Model>(*files_, *backend_, *accounting_, o.n_ctx);
+  accounting_->set_predictor(make_predictor(o.dist, *files_, *model_, groups));
+}
 
-  dist::DistOptions d = o.dist;
-  if (d.mode == dist::Mode::kResident) d.predictor = "none";  // nothing is loaded after start-up
-  eng->exec_ = std::make_unique<dist::DistributedExpertExecutor>(comm, *eng->files_, *eng->store_, *eng->sched_, d,
-                                                                  dist::make_none_predictor());
-  eng->exec_->start();
-  eng->model_ = std::make_unique<Model>(*eng->files_, *eng->backend_, *eng->exec_, o.n_ctx);
-  eng->exec_->set_predictor(shadow_rank >= 0
-                                ? dist::make_remote_shadow_predictor(comm, shadow_rank, *eng->model_)
-                                : make_predictor(d, *eng->files_, *eng->model_, eng->sched_->n_groups()));
-  return eng;
+void Engine::open_main() {
+  const EngineOptions& o = opts_;
+  DistOptions d = o.dist;
+  if (d.mode == Mode::kResident) d.predictor = "none";  // nothing is loaded after start-up
+  exec_ = std::make_unique<DistributedExpertExecutor>(*comm_, *files_, *store_, *sched_, d, make_none_predictor());
+  exec_->start();
+  model_ = std::make_unique<Model>(*files_, *backend_, *exec_, o.n_ctx);
+  exec_->set_predictor(o.dist.predictor_rank >= 0
+                           ? make_remote_shadow_predictor(*comm_, o.dist.predictor_rank, *model_)
+                           : make_predictor(d, *files_, *model_, sched_->n_groups()));
+}
+
+int Engine::run(const EngineOptions& opts, const std::function<int(Engine&)>& as_main) {
+  std::unique_ptr<Engine> eng(new Engine);
+  switch (eng->open_common(opts)) {
+    case Role::kMain:
+      if (eng->comm_) {
+        eng->open_main();
+      } else {
+        eng->open_single_process();
+      }
+      return as_main(*eng);
+    case Role::kPredictorRank:
+      run_shadow_rank(*eng->comm_, *eng->files_, opts.n_ctx, opts.dist);
+      eng->store_->close();
+      return 0;
+    case Role::kExpertRank:
+      run_worker(*eng->comm_, *eng->files_, *eng->store_, *eng->backend_, *eng->sched_, opts.dist);
+      // After a rank died (--on-worker-failure degrade) the windows cannot be freed (that is
+      // collective); the process ends without MPI_Finalize.
+      if (!job_degraded()) eng->store_->close();
+      return 0;
+  }
+  return 0;
 }
 
 Engine::~Engine() {
   // The predictor goes first: a shadow's thread reads the model's KV cache.
-  if (exec_) exec_->set_predictor(dist::make_none_predictor());
-  if (accounting_) accounting_->set_predictor(dist::make_none_predictor());
-}
-
-std::string Engine::predictor_name() const {
-  if (exec_) return opts_.dist.mode != dist::Mode::kResident ? opts_.dist.predictor : "";
-  return accounting_ ? opts_.dist.predictor : "";
+  if (exec_) exec_->set_predictor(make_none_predictor());
+  if (accounting_) accounting_->set_predictor(make_none_predictor());
 }
 
 std::string Engine::describe() const {
   if (!exec_)
     return "single process" + (accounting_ ? ", predictor " + opts_.dist.predictor + " (accounted only)" : std::string()) +
            ", " + backend_->to_string();
-  const dist::DistOptions& d = opts_.dist;
-  std::string s = std::string(dist::mode_name(d.mode)) + ", " + sched_->to_string() + ", " +
-                  dist::store_placement_name(d.store.placement) + " store on " + std::to_string(comm_->n_nodes()) +
+  const DistOptions& d = opts_.dist;
+  std::string s = std::string(mode_name(d.mode)) + ", " + sched_->to_string() + ", " +
+                  store_placement_name(d.store.placement) + " store on " + std::to_string(comm_->n_nodes()) +
                   " node" + (comm_->n_nodes() > 1 ? "s" : "");
-  if (d.mode == dist::Mode::kCache)
-    s += ", " + std::to_string(dist::cache_slots(*sched_, d)) + " cache slots per expert rank (" +
+  if (d.mode == Mode::kCache)
+    s += ", " + std::to_string(cache_slots(*sched_, d)) + " cache slots per expert rank (" +
          (d.cache_by_score ? "score" : d.cache_lfu ? "lfu" : "lru") + ")" +
          (d.substitute >= 0 ? ", substitution alpha " + std::to_string(d.substitute) : "");
-  if (d.mode != dist::Mode::kResident)
+  if (d.mode != Mode::kResident)
     s += ", predictor " + d.predictor + (d.predictor_rank >= 0 ? " on rank " + std::to_string(d.predictor_rank) : "");
   if (d.load_gbps > 0) s += ", link emulated at " + std::to_string(d.load_gbps) + " Gbit/s per expert rank";
   return s + ", " + backend_->to_string();
@@ -193,7 +207,7 @@ nlohmann::json Engine::finish(const std::string& trace_path) {
   }
   main_stats["host"] = comm_->host(0);
   nlohmann::json j = exec_->finish(trace_path, main_stats);
-  if (!dist::job_degraded()) store_->close();
+  if (!job_degraded()) store_->close();
   return j;
 }
 

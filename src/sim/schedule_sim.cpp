@@ -8,22 +8,10 @@
 #include <queue>
 #include <sstream>
 
-#include "odmoe/core/cli.h"
 #include "odmoe/core/error.h"
-#include "odmoe/dist/schedule.h"
+#include "odmoe/sched/schedule.h"
 
 namespace odmoe::sim {
-
-SimMode parse_sim_mode(const std::string& s) {
-  if (s == "resident") return SimMode::kResident;
-  if (s == "on-demand") return SimMode::kOnDemand;
-  if (s == "cache") return SimMode::kCache;
-  throw cli::UsageError("--mode must be resident, on-demand or cache, not '" + s + "'");
-}
-
-const char* sim_mode_name(SimMode m) {
-  return m == SimMode::kResident ? "resident" : m == SimMode::kCache ? "cache" : "on-demand";
-}
 
 double SimConfig::pull_seconds() const {
   return load_latency_s + (load_gbps > 0 ? expert_bytes * 8.0 / (load_gbps * 1e9) : 0.0);
@@ -37,7 +25,7 @@ namespace {
 
 bool finite_nonneg(double x) { return std::isfinite(x) && x >= 0; }
 
-// dist::Backoff (src/dist/comm.cpp): polls without sleeping until the 256th, then sleeps
+// Backoff (src/dist/comm.cpp): polls without sleeping until the 256th, then sleeps
 // 10 us x n (n counting from 1), at most 200 us.
 constexpr double kSleepStep = 10e-6, kSleepMax = 200e-6;
 constexpr int kCapSleeps = 20;  // sleep 20 is the first at the cap
@@ -66,9 +54,9 @@ void SimConfig::validate() {
   ODMOE_CHECK(n_workers >= 1, kCli, "no-workers", "the cluster has " << n_workers << " expert ranks (workers)",
               "give --workers W >= 1 (or --nodes N: main + W workers" << " [+ a shadow node])");
   ODMOE_CHECK(n_groups >= 0, kCli, "bad-groups", "--groups " << n_groups << " is negative", "use 0 (the default) or a divisor of " << n_workers);
-  if (n_groups == 0) n_groups = dist::Schedule::default_groups(n_workers, top_k);
+  if (n_groups == 0) n_groups = Schedule::default_groups(n_workers, top_k);
   // The runtime's own rules (G divides W, lookahead 1..8, ...): one source of truth.
-  dist::Schedule sched(n_moe_layer(), n_expert, top_k, n_workers, n_groups, lookahead);
+  Schedule sched(n_moe_layer(), n_expert, top_k, n_workers, n_groups, lookahead);
   (void)sched;
   ODMOE_CHECK(workers_per_link >= 1, kCli, "bad-option", "--workers-per-link " << workers_per_link << " must be >= 1", "");
   struct Figure {
@@ -664,7 +652,7 @@ GroupsSuggestion suggest_groups(const SimConfig& base) {
   GroupsSuggestion s;
   const int W = base.n_workers;
   ODMOE_CHECK(W >= 1, kCli, "no-workers", "--suggest-groups needs a cluster with at least one worker", "give --workers or --nodes");
-  const int def = dist::Schedule::default_groups(W, base.top_k);
+  const int def = Schedule::default_groups(W, base.top_k);
   for (int G = 1; G <= W; ++G) {
     if (W % G) continue;
     SimConfig c = base;

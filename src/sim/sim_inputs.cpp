@@ -6,9 +6,8 @@
 #include <fstream>
 #include <regex>
 
-#include "odmoe/core/cli.h"
 #include "odmoe/core/error.h"
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 #include "odmoe/weights/model_files.h"
 #include "odmoe/weights/model_writer.h"
 #include "odmoe/weights/shard_layout.h"
@@ -49,7 +48,7 @@ const GpuPreset& find_gpu(const std::string& name) {
     if (g.name == name) return g;
     names += (names.empty() ? "" : ", ") + g.name;
   }
-  throw cli::UsageError("--gpu '" + name + "' is not a preset; choose one of " + names +
+  throw ArgumentError("--gpu '" + name + "' is not a preset; choose one of " + names +
                         " (or give --mem-gbs and --tflops)");
 }
 
@@ -128,7 +127,7 @@ ArchShape arch_shape(const std::string& name, DType dt, int layers) {
     if (!js) {
       std::string names;
       for (const std::string& n : sim_arch_names()) names += (names.empty() ? "" : ", ") + n;
-      throw cli::UsageError("--arch '" + name + "' is not known; choose one of " + names);
+      throw ArgumentError("--arch '" + name + "' is not known; choose one of " + names);
     }
     const ModelConfig cfg = ModelConfig::from_hf_json_text(*js);
     a.name = name;
@@ -168,7 +167,7 @@ ArchShape arch_shape(const std::string& name, DType dt, int layers) {
   }
   if (layers > 0) {
     if (layers > a.n_layer)
-      throw cli::UsageError("--layers " + std::to_string(layers) + " is more than " + name + "'s " +
+      throw ArgumentError("--layers " + std::to_string(layers) + " is more than " + name + "'s " +
                             std::to_string(a.n_layer));
     a.n_dense_layer = std::min(a.n_dense_layer, layers - 1);
     a.n_layer = layers;

@@ -1,5 +1,7 @@
 #include "odmoe/weights/model_writer.h"
 
+#include <fstream>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -10,7 +12,7 @@
 #include "odmoe/core/error.h"
 #include "odmoe/core/progress.h"
 #include "odmoe/weights/model_files.h"
-#include "odmoe/weights/tensor_codec.h"
+#include "odmoe/core/tensor_codec.h"
 
 namespace odmoe {
 namespace fs = std::filesystem;
@@ -144,6 +146,20 @@ WriteStats write_model_dir(const ModelSource& src, const std::string& out_dir, c
       stats.bytes_written += shadow->bytes_written();
       shadow->commit();
       stats.files.push_back(shadow->final_path());
+    }
+    // The default prompts of bench and eval-predictor travel with the model (whole or absent).
+    const fs::path prompts = fs::path(out_dir) / "prompts.jsonl";
+    if (src.prompts_jsonl.empty()) {
+      fs::remove(prompts, ec);
+    } else {
+      const fs::path tmp = fs::path(out_dir) / "prompts.jsonl.tmp";
+      {
+        std::ofstream f(tmp, std::ios::binary);
+        f << src.prompts_jsonl;
+        ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << tmp.string(), "check free space");
+      }
+      fs::rename(tmp, prompts);
+      stats.files.push_back(prompts.string());
     }
     stats.bytes_written += model->bytes_written();
     model->commit();

@@ -11,7 +11,7 @@
 
 #include "fuzz_check.h"
 #include "odmoe/core/error.h"
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "odmoe/core/dtype.h"
-#include "odmoe/weights/tensor_codec.h"
+#include "odmoe/core/tensor_codec.h"
 
 namespace odmoe {
 
@@ -34,8 +34,6 @@ class Backend {
   virtual void rms_norm(const float* x, const float* weight, size_t n_rows, size_t dim, float eps, float* y) = 0;
   // out[i] = silu(gate[i]) * up[i]; out may alias gate.
   virtual void swiglu(const float* gate, const float* up, size_t n, float* out) = 0;
-  // In-place softmax over each row of `dim`.
-  virtual void softmax(float* x, size_t n_rows, size_t dim) = 0;
 };
 
 }  // namespace odmoe

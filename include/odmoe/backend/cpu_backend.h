@@ -24,7 +24,6 @@ class CpuBackend final : public Backend {
   void matmul(const WeightView& w, const float* x, size_t n_tokens, float* y) override;
   void rms_norm(const float* x, const float* weight, size_t n_rows, size_t dim, float eps, float* y) override;
   void swiglu(const float* gate, const float* up, size_t n, float* out) override;
-  void softmax(float* x, size_t n_rows, size_t dim) override;
 
  private:
   CpuIsa isa_;

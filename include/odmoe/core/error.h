@@ -15,6 +15,16 @@ enum class Subsystem { kCore, kIo, kHdf5, kSafetensors, kConfig, kConvert, kToke
 
 const char* subsystem_name(Subsystem s);
 
+// A bad value the caller chose (an option's value, a name): the programs report it as a bad
+// command line (exit status 2). Library code throws it where a user-facing choice is parsed.
+struct ArgumentError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The rank that errors thrown in this process name ("rank 3 on host"). The transport sets it
+// once MPI is up and back to -1 when MPI ends; core itself knows nothing of MPI.
+void set_error_rank(int rank);
+
 class Error : public std::runtime_error {
  public:
   Error(Subsystem subsystem, std::string code, std::string message, std::string hint, const char* file,
@@ -25,7 +35,7 @@ class Error : public std::runtime_error {
   const std::string& message() const { return message_; }
   const std::string& hint() const { return hint_; }
   const std::string& host() const { return host_; }
-  int rank() const { return rank_; }  // -1 when MPI is not initialised
+  int rank() const { return rank_; }  // -1 outside an MPI job (set_error_rank)
   const char* file() const { return file_; }
   int line() const { return line_; }
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "odmoe/backend/backend.h"
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 #include "odmoe/weights/model_files.h"
 
 namespace odmoe {

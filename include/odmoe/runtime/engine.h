@@ -3,12 +3,14 @@
 // drive `model()` the same way in both cases.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "odmoe/backend/cpu_backend.h"
-#include "odmoe/dist/runtime.h"
+#include "odmoe/exec/executor.h"
+#include "odmoe/predict/prediction_ledger.h"
 #include "odmoe/model/model.h"
 #include "odmoe/weights/model_files.h"
 
@@ -18,14 +20,17 @@ struct EngineOptions {
   std::string model_dir;
   int threads = 0;  // 0: the node's cores shared among its ranks
   int n_ctx = 0;    // 0: the model's maximum
-  dist::DistOptions dist;
+  DistOptions dist;
 };
 
 class Engine {
  public:
-  // In an MPI job of several ranks this is collective. Expert ranks serve main until it
-  // calls finish(), then get nullptr back; main (and a single process) gets the engine.
-  static std::unique_ptr<Engine> open(const EngineOptions& opts);
+  // Runs this process's part of the job `opts` describes, and says which part that is. A
+  // single process, or rank 0 of an MPI job (main), opens the engine and runs `as_main` on
+  // it, returning what it returns. The other ranks serve main (the expert ranks, and the
+  // predictor rank with --predictor-rank) until it finishes, and return 0. In a job of
+  // several ranks this is collective.
+  static int run(const EngineOptions& opts, const std::function<int(Engine&)>& as_main);
   ~Engine();
 
   ModelFiles& files() { return *files_; }
@@ -33,8 +38,6 @@ class Engine {
   const CpuBackend& backend() const { return *backend_; }
   bool distributed() const { return exec_ != nullptr; }
   std::string describe() const;  // mode, ranks, groups, predictor
-  // The predictor's name, or "" when none runs.
-  std::string predictor_name() const;
 
   // Distributed: stops the expert ranks, gathers their statistics and writes the trace;
   // returns {"ranks": [...], "schedule", "timing", "predictor"}. Single process: {"ranks":
@@ -50,16 +53,22 @@ class Engine {
   static bool ranks_coupled();
 
  private:
+  enum class Role { kMain, kExpertRank, kPredictorRank };
   Engine() = default;
+  // Opens what every rank needs (the model files, the backend; in a job: the communicator,
+  // schedule and expert store) and returns this rank's role.
+  Role open_common(const EngineOptions& opts);
+  void open_single_process();  // the model, with a predictor accounted where one is asked for
+  void open_main();            // the executor on the expert ranks, then the model and predictor
   EngineOptions opts_;
-  std::unique_ptr<dist::Comm> comm_;
+  std::unique_ptr<Comm> comm_;
   std::unique_ptr<ModelFiles> files_;
   std::unique_ptr<CpuBackend> backend_;
-  std::unique_ptr<dist::Schedule> sched_;
-  std::unique_ptr<dist::ExpertStore> store_;
+  std::unique_ptr<Schedule> sched_;
+  std::unique_ptr<ExpertStore> store_;
   std::unique_ptr<LocalExpertExecutor> local_;
-  std::unique_ptr<dist::AccountingExecutor> accounting_;  // single process with a predictor
-  std::unique_ptr<dist::DistributedExpertExecutor> exec_;
+  std::unique_ptr<AccountingExecutor> accounting_;  // single process with a predictor
+  std::unique_ptr<DistributedExpertExecutor> exec_;
   std::unique_ptr<Model> model_;
   bool finished_ = false;
   nlohmann::json marks_ = nlohmann::json::array();  // main's memory marks

@@ -9,7 +9,7 @@
 //    for its own work of the layer (t_submit: sending, predictor upkeep), and goes on;
 //    after the last layer it spends t_step (LM head, sampling) before the next token;
 //  * layer l is served by group l mod G (MoE layers only); the j-th expert of a layer goes
-//    to worker j mod S of the group, as dist::Schedule places it (resident: e mod S);
+//    to worker j mod S of the group, as Schedule places it (resident: e mod S);
 //  * a worker handles its commands one at a time, in arrival order (LOAD only queues a
 //    pull; COMPUTE waits for the activation and for the weights, then computes);
 //  * pulls of the workers that share a load path (a node's NIC for a sharded store, a GPU's
@@ -29,7 +29,7 @@
 // Routing is uniform over the E experts (k distinct per layer), drawn from a seeded
 // generator, as are which experts a prediction misses: the result is deterministic.
 //
-// Waiting, as odmoe's threads wait (PollModel): a waiter polls with dist::Backoff
+// Waiting, as odmoe's threads wait (PollModel): a waiter polls with Backoff
 // (src/dist/comm.cpp: 64 spins, then yields up to 256 polls, then sleeps of 10 us x n,
 // capped at 200 us), so an event is noticed at the waiter's next poll, and each sleep lasts
 // longer than asked (timer slack). A blocked loader thread needs `wake_s` to run after it is
@@ -41,6 +41,8 @@
 // activations and pulls, batch > 1. bench/sim_validate.py compares the model with runs.
 #pragma once
 
+#include "odmoe/sched/schedule.h"
+
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -48,9 +50,9 @@
 
 namespace odmoe::sim {
 
-enum class SimMode { kResident, kOnDemand, kCache };
-SimMode parse_sim_mode(const std::string& s);  // throws cli::UsageError
-const char* sim_mode_name(SimMode m);
+using SimMode = Mode;  // the runtime's modes (sched/schedule.h)
+inline SimMode parse_sim_mode(const std::string& s) { return parse_mode(s); }  // throws ArgumentError
+inline const char* sim_mode_name(SimMode m) { return mode_name(m); }
 
 // When a layer's prediction is ready, in layers ahead of the layer it is for (0: while
 // main computes that layer's dense part; >= G-1: in time to hide a group's loads). `weight`:
@@ -83,7 +85,7 @@ struct SimConfig {
 
   // The cluster.
   int n_workers = 0;          // W expert ranks
-  int n_groups = 0;           // G (0: dist::Schedule::default_groups)
+  int n_groups = 0;           // G (0: Schedule::default_groups)
   int lookahead = 1;          // decode layers in flight per group (slot banks)
   int workers_per_link = 1;   // workers sharing one load path (consecutive ranks)
   double load_gbps = 0;       // bandwidth of one load path, Gbit/s (<= 0: loads are instant)
@@ -175,7 +177,7 @@ SimResult simulate(const SimConfig& c);
 // One row of --suggest-groups.
 struct GroupsRow {
   int groups = 0, group_size = 0;
-  bool is_default = false;  // dist::Schedule::default_groups
+  bool is_default = false;  // Schedule::default_groups
   SimResult result;
 };
 struct GroupsSuggestion {
@@ -183,7 +185,7 @@ struct GroupsSuggestion {
   int best_groups = 0;          // fastest; within 0.1% the fewer groups win
   nlohmann::json to_json() const;
 };
-// Simulates every valid G for the config's W (dist::Schedule's rules).
+// Simulates every valid G for the config's W (Schedule's rules).
 GroupsSuggestion suggest_groups(const SimConfig& base);
 
 }  // namespace odmoe::sim

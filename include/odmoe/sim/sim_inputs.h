@@ -25,7 +25,7 @@ struct GpuPreset {
   std::string note;
 };
 const std::vector<GpuPreset>& gpu_presets();
-const GpuPreset& find_gpu(const std::string& name);  // throws cli::UsageError naming the presets
+const GpuPreset& find_gpu(const std::string& name);  // throws ArgumentError naming the presets
 
 // A model's shapes, as far as the schedule needs them.
 struct ArchShape {
@@ -44,7 +44,7 @@ struct ArchShape {
   double expert_bytes = 0, attn_bytes = 0, router_bytes = 0, shared_bytes = 0, dense_ffn_bytes = 0, head_bytes = 0;
 };
 std::vector<std::string> sim_arch_names();  // odmoe-weights synth's built-ins + deepseek-v3
-// Throws cli::UsageError for an unknown name. `layers` > 0 keeps the first layers.
+// Throws ArgumentError for an unknown name. `layers` > 0 keeps the first layers.
 ArchShape arch_shape(const std::string& name, DType dtype, int layers = 0);
 
 // How a described cluster computes and moves data.

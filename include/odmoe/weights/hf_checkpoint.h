@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 #include "odmoe/weights/safetensors.h"
 #include "odmoe/weights/shard_layout.h"
 

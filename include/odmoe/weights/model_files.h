@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "odmoe/core/dtype.h"
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 #include "odmoe/weights/h5_file.h"
 #include "odmoe/weights/shard_layout.h"
-#include "odmoe/weights/tensor_codec.h"
+#include "odmoe/core/tensor_codec.h"
 
 namespace odmoe {
 

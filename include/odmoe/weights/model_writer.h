@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "odmoe/core/dtype.h"
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 #include "odmoe/weights/shard_layout.h"
 
 namespace odmoe {
@@ -24,6 +24,9 @@ struct ModelSource {
   std::string generation_config_json;  // optional
   // Fills `out` with the tensor as f32 [rows, cols].
   std::function<void(const layout::TensorSpec&, std::vector<float>* out)> read;
+  // Optional: held-out prompts (JSON Lines) kept beside the model as prompts.jsonl, where
+  // `odmoe bench` and `eval-predictor` find their default --prompts.
+  std::string prompts_jsonl;
 };
 
 struct WriteOptions {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "odmoe/core/dtype.h"
-#include "odmoe/model/model_config.h"
+#include "odmoe/arch/model_config.h"
 
 namespace odmoe::layout {
 

@@ -112,16 +112,4 @@ void CpuBackend::swiglu(const float* gate, const float* up, size_t n, float* out
   }
 }
 
-void CpuBackend::softmax(float* x, size_t n_rows, size_t dim) {
-  for (size_t r = 0; r < n_rows; ++r) {
-    float* xr = x + r * dim;
-    float mx = -INFINITY;
-    for (size_t i = 0; i < dim; ++i) mx = std::max(mx, xr[i]);
-    float sum = 0;
-    for (size_t i = 0; i < dim; ++i) sum += (xr[i] = std::exp(xr[i] - mx));
-    const float inv = 1.0f / sum;
-    for (size_t i = 0; i < dim; ++i) xr[i] *= inv;
-  }
-}
-
 }  // namespace odmoe

@@ -1,0 +1,28 @@
+#include "odmoe/core/json_file.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "odmoe/core/error.h"
+
+namespace odmoe {
+
+void write_json_file(const std::string& path, const nlohmann::json& j, int indent, const std::string& what) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << what << " " << path, "check the path");
+    f << j.dump(indent) << "\n";
+    f.flush();
+    if (!f.good()) {
+      std::remove(tmp.c_str());
+      ODMOE_THROW(kIo, "write", "writing " << what << " " << path << " failed", "check free space");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    ODMOE_THROW(kIo, "rename", "cannot write " << what << " " << path, "check the folder's permissions");
+  }
+}
+
+}  // namespace odmoe
