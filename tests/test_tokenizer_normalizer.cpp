@@ -1,10 +1,11 @@
-// NFD, NFC, NFKD, NFKC and StripAccents against the `tokenizers` library, code point by code
-// point: tests/data/tokenizer/normalizer_golden.txt (tests/fixtures/make_normalizer_tables.py)
-// holds, for every form and context (alone; before, after and between marks of other classes;
-// after the base a code point composes with; ...), a count and hash of the outputs that
-// differ from the input per block of code points. Every case is normalized here and compared;
-// nothing depends on the ICU installed. Then hand-picked cases where ICU's newer Unicode
-// differs from the library's, Hangul, offsets, and long inputs.
+// NFD, NFC, NFKD, NFKC, StripAccents and Lowercase against the `tokenizers` library, code
+// point by code point: tests/data/tokenizer/normalizer_golden.txt
+// (tests/fixtures/make_normalizer_tables.py) holds, for every form and context (alone; before,
+// after and between marks of other classes; after the base a code point composes with; ...),
+// a count and hash of the outputs that differ from the input per block of code points. Every
+// case is normalized here and compared; nothing depends on the ICU installed. Then
+// hand-picked cases where ICU's newer Unicode differs from the library's, Hangul, offsets,
+// and long inputs.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -127,6 +128,8 @@ std::vector<std::string> run_form(const std::string& form, const std::vector<std
   NString s = NString::root(joined);
   if (form == "StripAccents") {
     s.strip_accents();
+  } else if (form == "Lowercase") {
+    s.lowercase();
   } else {
     const NormForm f = form == "NFD" ? NormForm::kNFD : form == "NFC" ? NormForm::kNFC : form == "NFKD" ? NormForm::kNFKD : NormForm::kNFKC;
     s.normalize(f);
@@ -146,9 +149,9 @@ TEST(TokenizerNormalizer, EveryCodePointInEveryContextMatchesTheLibrary) {
   const std::vector<uint32_t> all = code_points(true), ctx = code_points(false);
   size_t n_cases = 0, n_changed = 0, failures = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (const std::string form : {"NFD", "NFC", "NFKD", "NFKC", "StripAccents"}) {
+  for (const std::string form : {"NFD", "NFC", "NFKD", "NFKC", "StripAccents", "Lowercase"}) {
     for (const std::string& name : g.context_order) {
-      if (form == "StripAccents" && name != "alone") continue;
+      if ((form == "StripAccents" || form == "Lowercase") && name != "alone") continue;
       const auto& [pre, suf] = g.contexts.at(name);
       const std::vector<uint32_t>& cps = name == "alone" ? all : ctx;
       std::vector<std::string> cases;
@@ -222,6 +225,10 @@ TEST(TokenizerNormalizer, MarksNewerThanTheLibrarysUnicodeAreStartersThatPassThr
   EXPECT_EQ(canonical_combining_class(0x0316), 220);
   EXPECT_FALSE(is_combining_mark(0x1DFA));
   EXPECT_TRUE(is_combining_mark(0x1AB0));  // Unicode 7.0
+  std::string lower;
+  append_lowercase(0x10D50, lower);  // Garay (Unicode 16.0): the library's Rust std knows it
+  append_lowercase(0x130, lower);    // İ: the full mapping, i + U+0307
+  EXPECT_EQ(lower, "\U00010D70i\u0307");
 }
 
 TEST(TokenizerNormalizer, KnownCompositionsDecompositionsAndHangul) {

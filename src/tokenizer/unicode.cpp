@@ -1,7 +1,6 @@
 #include "unicode.h"
 
 #include <unicode/uchar.h>
-#include <unicode/ustring.h>
 
 
 namespace odmoe::tokenizer_detail {
@@ -173,29 +172,6 @@ bool is_numeric(uint32_t c) {
       return true;
     default:
       return false;
-  }
-}
-
-void append_lowercase(uint32_t c, std::string& out) {
-  if (c < 0x80) {
-    out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    return;
-  }
-  // Full (not simple) case mapping of the lone character, as Rust's char::to_lowercase.
-  UChar src[2];
-  int32_t src_len = 0;
-  U16_APPEND_UNSAFE(src, src_len, static_cast<UChar32>(c));
-  UChar dst[8];
-  UErrorCode st = U_ZERO_ERROR;
-  const int32_t n = u_strToLower(dst, 8, src, src_len, "", &st);
-  if (U_FAILURE(st) || n > 8) {
-    utf8_append(out, c);
-    return;
-  }
-  for (int32_t i = 0; i < n;) {
-    UChar32 cp;
-    U16_NEXT_UNSAFE(dst, i, cp);
-    utf8_append(out, static_cast<uint32_t>(cp));
   }
 }
 

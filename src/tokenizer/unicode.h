@@ -1,7 +1,7 @@
 // UTF-8 and Unicode helpers of the tokenizer: what Rust's str and char give the `tokenizers`
-// library for free. Character classes and case mapping come from ICU; normalization and
-// combining marks come from the library's own Unicode data (unicode_norm.cpp), whatever ICU
-// the machine has.
+// library for free. Character classes come from ICU; normalization, combining marks and
+// lowercase mappings come from the library's own data (unicode_norm.cpp), whatever ICU the
+// machine has.
 #pragma once
 
 #include <cstddef>
@@ -57,7 +57,7 @@ bool is_white_space(uint32_t c);                      // char::is_whitespace, re
 bool is_word_char(uint32_t c);                        // regex \w: Alphabetic, M, Nd, Pc, Join_Control
 bool is_numeric(uint32_t c);                          // char::is_numeric: Nd, Nl, No
 bool is_combining_mark(uint32_t c);                   // Mn, Mc, Me in the library's Unicode version
-void append_lowercase(uint32_t c, std::string& out);  // char::to_lowercase (full mapping)
+void append_lowercase(uint32_t c, std::string& out);  // char::to_lowercase in the library's build
 
 enum class NormForm { kNFC, kNFD, kNFKC, kNFKD };
 

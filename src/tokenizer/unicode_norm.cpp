@@ -1,4 +1,5 @@
-// NFD, NFKD, NFC and NFKC over the `tokenizers` library's own Unicode data
+// NFD, NFKD, NFC and NFKC (and StripAccents' marks, Lowercase's mappings) over the
+// `tokenizers` library's own Unicode data
 // (unicode_norm_tables.inc, read back from the library by
 // tests/fixtures/make_normalizer_tables.py), so that odmoe normalizes every code point as the
 // library does whatever ICU the machine has. Hangul syllables are (de)composed by the
@@ -326,6 +327,19 @@ bool unicode_normalize(NormForm form, std::string_view in, std::string& out, std
 uint8_t canonical_combining_class(uint32_t c) { return ccc_of(props()(c)); }
 
 bool is_combining_mark(uint32_t c) { return c >= 0x300 && (props()(c) & kMark) != 0; }
+
+void append_lowercase(uint32_t c, std::string& out) {
+  if (c < 0x80) {
+    out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    return;
+  }
+  const Decomposition* d = find_decomposition(kLowercase, c);
+  if (!d) {
+    utf8_append(out, c);
+    return;
+  }
+  for (uint32_t k = 0; k < d->len; ++k) utf8_append(out, kDecompositionPool[d->offset + k]);
+}
 
 const char* normalization_unicode_version() { return kNormUnicodeVersion; }
 const char* normalization_tokenizers_version() { return kNormTokenizersVersion; }
