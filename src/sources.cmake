@@ -23,7 +23,7 @@ set(ODMOE_SOURCES_weights
   weights/shard_layout.cpp weights/h5_file.cpp weights/model_files.cpp weights/safetensors.cpp
   weights/hf_checkpoint.cpp weights/model_writer.cpp weights/synth.cpp)
 set(ODMOE_SOURCES_tokenizer
-  tokenizer/unicode.cpp tokenizer/regex.cpp tokenizer/normalized_string.cpp tokenizer/bpe.cpp
+  tokenizer/unicode.cpp tokenizer/unicode_norm.cpp tokenizer/regex.cpp tokenizer/normalized_string.cpp tokenizer/bpe.cpp
   tokenizer/pipeline.cpp tokenizer/decoder.cpp tokenizer/tokenizer.cpp)
 set(ODMOE_SOURCES_backend backend/cpu/cpu_backend.cpp backend/cpu/cpu_kernels_scalar.cpp backend/cpu/cpu_kernels_x86.cpp)
 set(ODMOE_SOURCES_model model/model.cpp)

@@ -47,6 +47,7 @@ commands = [
     ("odmoe", "bench", ["--model", model, "--json", os.path.join(tmp, "bench.json"), "--input-len", "8",
                         "--output-len", "2", "--prompts-per-case", "1", "--warmup", "0"]),
     ("odmoe", "simulate", ["--arch", "mixtral-8x7b", "--gpu", "rtx3090", "--nodes", "3", "--tokens", "4"]),
+    ("odmoe", "tokenize", ["--model", model, "--text", "ROMEO: hi"]),
     ("odmoe-weights", "convert", [os.path.join(src, "weights-tools/models/shakespeare-mixtral"),
                                   os.path.join(tmp, "conv")]),
     ("odmoe-weights", "synth", ["--arch", os.path.join(src, "weights-tools/models/shakespeare-mixtral/config.json"),

@@ -20,6 +20,7 @@ int cmd_perplexity(int argc, char** argv);      // perplexity.cpp
 int cmd_eval_predictor(int argc, char** argv);  // eval_predictor.cpp
 int cmd_bench(int argc, char** argv);           // bench.cpp: the paper's protocol over a list of configurations
 int cmd_simulate(int argc, char** argv);        // simulate.cpp: the schedule simulator
+int cmd_tokenize(int argc, char** argv);        // tokenize.cpp: ids of a text, text of ids (no MPI)
 
 // parse_options with no positional arguments; false when --help was printed.
 inline bool parse(int argc, char** argv, po::options_description& opts, const char* usage, po::variables_map* vm) {

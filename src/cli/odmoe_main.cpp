@@ -5,6 +5,7 @@
 //                  [--save-routing FILE] [distributed options]
 //   [mpirun -np N] odmoe logits --model DIR --token-ids 1,2,3 [--out FILE]
 //   [mpirun -np N] odmoe perplexity --model DIR --text FILE [--context 256] [--json FILE]
+//   odmoe tokenize --model DIR|--tokenizer FILE --text T|--file F|--decode 1,2,3 [--ids] [--no-special]
 //
 // One process runs everything; with mpirun -np N (N >= 2) rank 0 is main and ranks 1..N-1
 // are expert ranks (--mode, --predictor, --groups, --placement, ...). Exit status: 0
@@ -32,6 +33,7 @@ constexpr const char* kUsage =
     "  eval-predictor  recall, precision and lead time of expert predictors over prompts\n"
     "  bench        the paper's protocol over modes x predictors x groups in one job (JSON)\n"
     "  simulate     discrete-event model of distributed decode; projects other clusters, --suggest-groups\n"
+    "  tokenize     the ids (and vocabulary entries) of a text, or the text of ids (--decode)\n"
     "\n"
     "`odmoe COMMAND --help` describes each command's options.\n";
 
@@ -48,6 +50,9 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // tokenize runs in one process without MPI: it needs neither ranks nor the MPI runtime.
+  if (argc >= 2 && std::string(argv[1]) == "tokenize")
+    return cli::dispatch("odmoe", argc, argv, {{"tokenize", cli::cmd_tokenize}}, kUsage);
   try {
     mpi_init(&argc, &argv);
   } catch (const Error& e) {

@@ -1,15 +1,7 @@
 #include "unicode.h"
 
-#include <unicode/bytestream.h>
-#include <unicode/edits.h>
-#include <unicode/normalizer2.h>
-#include <unicode/stringpiece.h>
 #include <unicode/uchar.h>
-#include <unicode/ustring.h>
 
-#include <climits>
-
-#include "odmoe/core/error.h"
 
 namespace odmoe::tokenizer_detail {
 
@@ -181,84 +173,6 @@ bool is_numeric(uint32_t c) {
     default:
       return false;
   }
-}
-
-bool is_combining_mark(uint32_t c) {
-  if (c < 0x300) return false;
-  switch (u_charType(static_cast<UChar32>(c))) {
-    case U_NON_SPACING_MARK:
-    case U_ENCLOSING_MARK:
-    case U_COMBINING_SPACING_MARK:
-      return true;
-    default:
-      return false;
-  }
-}
-
-void append_lowercase(uint32_t c, std::string& out) {
-  if (c < 0x80) {
-    out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    return;
-  }
-  // Full (not simple) case mapping of the lone character, as Rust's char::to_lowercase.
-  UChar src[2];
-  int32_t src_len = 0;
-  U16_APPEND_UNSAFE(src, src_len, static_cast<UChar32>(c));
-  UChar dst[8];
-  UErrorCode st = U_ZERO_ERROR;
-  const int32_t n = u_strToLower(dst, 8, src, src_len, "", &st);
-  if (U_FAILURE(st) || n > 8) {
-    utf8_append(out, c);
-    return;
-  }
-  for (int32_t i = 0; i < n;) {
-    UChar32 cp;
-    U16_NEXT_UNSAFE(dst, i, cp);
-    utf8_append(out, static_cast<uint32_t>(cp));
-  }
-}
-
-bool unicode_normalize(NormForm form, std::string_view in, std::string& out, std::vector<NormEdit>& edits) {
-  out.clear();
-  edits.clear();
-  ODMOE_CHECK(in.size() < static_cast<size_t>(INT32_MAX), kTokenizer, "too-long",
-              "cannot normalize " << in.size() << " bytes at once (ICU's limit is 2 GiB)", "split the text");
-  UErrorCode st = U_ZERO_ERROR;
-  const icu::Normalizer2* norm = nullptr;
-  switch (form) {
-    case NormForm::kNFC:
-      norm = icu::Normalizer2::getNFCInstance(st);
-      break;
-    case NormForm::kNFD:
-      norm = icu::Normalizer2::getNFDInstance(st);
-      break;
-    case NormForm::kNFKC:
-      norm = icu::Normalizer2::getNFKCInstance(st);
-      break;
-    case NormForm::kNFKD:
-      norm = icu::Normalizer2::getNFKDInstance(st);
-      break;
-  }
-  ODMOE_CHECK(U_SUCCESS(st) && norm, kTokenizer, "icu", "ICU has no normalizer: " << u_errorName(st),
-              "check the ICU installation (libicu)");
-  const icu::StringPiece sp(in.data(), static_cast<int32_t>(in.size()));
-  if (norm->isNormalizedUTF8(sp, st) && U_SUCCESS(st)) return false;
-  st = U_ZERO_ERROR;
-  icu::StringByteSink<std::string> sink(&out, static_cast<int32_t>(in.size() + in.size() / 4 + 16));
-  icu::Edits ed;
-  norm->normalizeUTF8(0, sp, sink, &ed, st);
-  ODMOE_CHECK(U_SUCCESS(st), kTokenizer, "icu", "ICU normalization failed: " << u_errorName(st), "");
-  icu::Edits::Iterator it = ed.getFineIterator();
-  while (it.next(st)) {
-    NormEdit e;
-    e.old_begin = static_cast<size_t>(it.sourceIndex());
-    e.old_len = static_cast<size_t>(it.oldLength());
-    e.new_begin = static_cast<size_t>(it.destinationIndex());
-    e.new_len = static_cast<size_t>(it.newLength());
-    e.changed = it.hasChange();
-    edits.push_back(e);
-  }
-  return true;
 }
 
 }  // namespace odmoe::tokenizer_detail

@@ -1,5 +1,7 @@
 // UTF-8 and Unicode helpers of the tokenizer: what Rust's str and char give the `tokenizers`
-// library for free. Character properties and normalization come from ICU.
+// library for free. Character classes come from ICU; normalization, combining marks and
+// lowercase mappings come from the library's own data (unicode_norm.cpp), whatever ICU the
+// machine has.
 #pragma once
 
 #include <cstddef>
@@ -54,8 +56,8 @@ std::string utf8_lossy(std::string_view bytes);
 bool is_white_space(uint32_t c);                      // char::is_whitespace, regex \s: White_Space
 bool is_word_char(uint32_t c);                        // regex \w: Alphabetic, M, Nd, Pc, Join_Control
 bool is_numeric(uint32_t c);                          // char::is_numeric: Nd, Nl, No
-bool is_combining_mark(uint32_t c);                   // Mn, Mc, Me
-void append_lowercase(uint32_t c, std::string& out);  // char::to_lowercase (full mapping)
+bool is_combining_mark(uint32_t c);                   // Mn, Mc, Me in the library's Unicode version
+void append_lowercase(uint32_t c, std::string& out);  // char::to_lowercase in the library's build
 
 enum class NormForm { kNFC, kNFD, kNFKC, kNFKD };
 
@@ -66,8 +68,14 @@ struct NormEdit {
   bool changed = false;
 };
 
-// Normalizes valid UTF-8. Returns false (and leaves `out` and `edits` empty) when the text is
-// already normalized, the common case.
+// Normalizes valid UTF-8 exactly as the `tokenizers` library does (its Unicode version, see
+// normalization_unicode_version). Returns false (and leaves `out` and `edits` empty) when the
+// text is already normalized, the common case. Edits cover the input in order; a changed
+// edit is the part of a segment that differs (a common prefix and suffix stay unchanged).
 bool unicode_normalize(NormForm form, std::string_view in, std::string& out, std::vector<NormEdit>& edits);
+
+uint8_t canonical_combining_class(uint32_t c);  // in the library's Unicode version
+const char* normalization_unicode_version();    // of the tables: "9.0" for tokenizers 0.23.3
+const char* normalization_tokenizers_version(); // the library version they were read from
 
 }  // namespace odmoe::tokenizer_detail

@@ -18,8 +18,22 @@
 // Text is UTF-8. A Python str cannot hold invalid UTF-8, so the library never sees it; odmoe
 // rejects a prompt that is not valid UTF-8 with an error naming the first bad byte instead of
 // guessing (see is_valid_utf8). Regexes run on PCRE2, rewritten where Oniguruma (what the
-// library uses) differs (\s, \w, \h); Unicode tables come from ICU and PCRE2, so characters
-// newer than Unicode 14 may be classified differently.
+// library uses) differs (\s, \w, \h).
+//
+// Unicode versions, part by part (tokenizers 0.23.3; Debian 12 has PCRE2 10.42, ICU 72):
+//   NFC, NFD, NFKC, NFKD   Unicode 9.0, the library's own (its unicode-normalization-alignments
+//   StripAccents           crate), read back from the library into tables compiled into odmoe
+//                          (tests/fixtures/make_normalizer_tables.py): the same output for every
+//                          code point whatever ICU is installed. Code points Unicode 9.0 did not
+//                          assign pass through unchanged as starters (class 0, no mapping), as
+//                          in the library.
+//   Lowercase              the library's Rust char::to_lowercase (Unicode 16.0), read back the
+//                          same way.
+//   Split regexes          PCRE2's tables (10.42: Unicode 14.0) where the library's Oniguruma
+//                          has Unicode 16.0: characters assigned in Unicode 15.0-16.0 fall
+//                          outside \p{L}, \p{N}, ... and may split differently.
+//   Digits, \s \w \h,      ICU's tables (72: Unicode 15.0) where the library has Rust's std
+//   Strip                  (Unicode 16.0): digits and letters assigned in 16.0 differ.
 #pragma once
 
 #include <cstddef>
