@@ -62,11 +62,48 @@ struct RawMatrix {
 };
 
 // The documented arithmetic, written from the element values: per block, q = round-half-even
-// (x * (127 / amax)), d = amax / 127; the block's integer sum times (d, or d * group scale for
-// int4) added by one f32 FMA into accumulator b % 8 (blocks padded to a multiple of 8 add
-// fma(0, 0, acc)); the 8 accumulators summed as ((0+4)+(2+6))+((1+5)+(3+7)); int8: times the
-// row scale.
+// (x * (127 / amax)), d = amax / 127.
+//   int4: the block's integer sum times d * group scale, added by one f32 FMA into accumulator
+//         b % 8 (blocks padded to a multiple of 8 add fma(0, 0, acc)); the 8 accumulators
+//         summed as ((0+4)+(2+6))+((1+5)+(3+7)).
+//   int8: lane k of a block (elements 4k..4k+3) summed exactly, times d, added by one FMA into
+//         lane k of accumulator set b % 4; the sets summed (A0+A1)+(A2+A3) lane by lane, the
+//         lanes as above, then times the row scale.
+float hsum8(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
+
+// Per block: d, and q of each element (0 for a zero, tiny or non-finite block).
+float quantize_block(const std::vector<float>& x, size_t c0, size_t c1, long long* q) {
+  float amax = 0;
+  bool finite = true;
+  for (size_t c = c0; c < c1; ++c) {
+    finite = finite && std::isfinite(x[c]);
+    amax = std::max(amax, std::fabs(x[c]));
+  }
+  for (size_t c = c0; c < c1; ++c) q[c - c0] = 0;
+  if (!finite) return NAN;
+  if (amax < 1e-30f) return 0;
+  const float inv = 127.0f / amax;
+  for (size_t c = c0; c < c1; ++c) q[c - c0] = std::lrint(x[c] * inv);
+  return amax / 127.0f;
+}
+
+float spec_qdot_int8(const RawMatrix& m, size_t r, const std::vector<float>& x) {
+  float acc[4][8] = {};
+  for (size_t b = 0; b * kBlock < m.cols; ++b) {
+    const size_t c0 = b * kBlock, c1 = std::min(m.cols, c0 + kBlock);
+    long long q[kBlock];
+    const float d = quantize_block(x, c0, c1, q);
+    long long lane[8] = {};
+    for (size_t c = c0; c < c1; ++c) lane[(c - c0) / 4] += static_cast<long long>(m.q(r, c)) * q[c - c0];
+    for (size_t k = 0; k < 8; ++k) acc[b % 4][k] = std::fma(static_cast<float>(lane[k]), d, acc[b % 4][k]);
+  }
+  float v[8];
+  for (size_t k = 0; k < 8; ++k) v[k] = (acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]);
+  return hsum8(v) * m.scales[r];
+}
+
 float spec_qdot(const RawMatrix& m, size_t r, const std::vector<float>& x) {
+  if (m.dtype == DType::kInt8) return spec_qdot_int8(m, r, x);
   const size_t nb = (m.cols + kBlock - 1) / kBlock, padded = (nb + 7) / 8 * 8;
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (size_t b = 0; b < padded; ++b) {
@@ -74,26 +111,14 @@ float spec_qdot(const RawMatrix& m, size_t r, const std::vector<float>& x) {
     float scale = 0;
     if (b < nb) {
       const size_t c0 = b * kBlock, c1 = std::min(m.cols, c0 + kBlock);
-      float amax = 0;
-      bool finite = true;
-      for (size_t c = c0; c < c1; ++c) {
-        finite = finite && std::isfinite(x[c]);
-        amax = std::max(amax, std::fabs(x[c]));
-      }
-      float d = 0;
-      if (!finite) {
-        d = NAN;
-      } else if (amax >= 1e-30f) {
-        d = amax / 127.0f;
-        const float inv = 127.0f / amax;
-        for (size_t c = c0; c < c1; ++c) isum += static_cast<long long>(m.q(r, c)) * std::lrint(x[c] * inv);
-      }
-      scale = m.dtype == DType::kInt4 ? d * m.scale(r, c0) : d;
+      long long q[kBlock];
+      const float d = quantize_block(x, c0, c1, q);
+      for (size_t c = c0; c < c1; ++c) isum += static_cast<long long>(m.q(r, c)) * q[c - c0];
+      scale = d * m.scale(r, c0);
     }
     acc[b % 8] = std::fma(static_cast<float>(isum), scale, acc[b % 8]);
   }
-  const float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-  return m.dtype == DType::kInt8 ? s * m.scales[r] : s;
+  return hsum8(acc);
 }
 
 std::vector<float> activations(size_t n, uint32_t seed) {

@@ -5,8 +5,11 @@
 //           f32/bf16/f16 weights, and cpu_row_dot.
 //   qdot_*  one int8 or int4 row with activations quantised to int8 per block of 32 values
 //           (QuantizedX, made once per matmul and token by quantize_x_*): integer products
-//           summed exactly per block, then one f32 FMA per block in a fixed order (lane
-//           b % 8 of 8 accumulators, then a fixed tree), so every ISA returns the same bits.
+//           summed exactly, then combined by f32 FMAs in one fixed order, so every ISA
+//           returns the same bits. int4: one exact sum per block (group), times d x the
+//           group scale, into accumulator b % 8. int8: exact sums of 4 products (lane k of a
+//           block: elements 4k..4k+3), times d, into lane k of accumulator set b % 4 (no
+//           horizontal sum per block). Both end with the same fixed tree over 8 lanes.
 #pragma once
 
 #include <cstddef>

@@ -12,6 +12,9 @@ namespace {
 
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
+// The order of the vector paths' horizontal sum of 8 lanes (qhsum).
+float hsum_order(const float* a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
+
 }  // namespace
 
 size_t quantized_x_bytes(size_t cols) {
@@ -77,16 +80,38 @@ void quantize_x_scalar(const float* x, QuantizedX* out) {
   }
 }
 
+namespace {
+
+// int8 weights: lane k (elements 4k..4k+3) of block b, times the block's scale, into lane k of
+// accumulator b % 4; then (A0 + A1) + (A2 + A3) lane by lane, the horizontal sum, the row scale.
+float qdot_int8_scalar(const WeightView& w, size_t row, const QuantizedX& x) {
+  const auto* p = reinterpret_cast<const int8_t*>(row_data(w, row));
+  float acc[4][kQLanes] = {};
+  for (size_t b = 0; b < x.n_blocks; ++b) {
+    int32_t lane[kQLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t c = b * kQBlock; c < std::min(x.cols, (b + 1) * kQBlock); ++c)
+      lane[(c - b * kQBlock) / 4] += static_cast<int32_t>(p[c]) * x.q[c];
+    for (size_t k = 0; k < kQLanes; ++k) acc[b % 4][k] = std::fma(static_cast<float>(lane[k]), x.d[b], acc[b % 4][k]);
+  }
+  float v[kQLanes];
+  for (size_t k = 0; k < kQLanes; ++k) v[k] = (acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]);
+  return hsum_order(v) * w.scales[row];
+}
+
+}  // namespace
+
+// int4 weights: exact block sums (every nibble of the group, padding included: its activations
+// are 0, minus 8 x sum(q)) times d x the group's scale, into accumulator b % 8 over the blocks
+// padded to a multiple of 8; then the horizontal sum.
 float qdot_scalar(const WeightView& w, size_t row, const QuantizedX& x) {
+  if (w.dtype == DType::kInt8) return qdot_int8_scalar(w, row, x);
   const unsigned char* p = row_data(w, row);
-  const bool int4 = w.dtype == DType::kInt4;
-  const float* ws = int4 ? w.scales + row * x.n_blocks : nullptr;
+  const float* ws = w.scales + row * x.n_blocks;
   float acc[kQLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (size_t b = 0; b < x.padded_blocks; ++b) {
     int32_t isum = 0;
     float scale = 0;
-    if (b < x.n_blocks && int4) {
-      // Every nibble of the group (padding included: its activations are 0), minus 8 x sum(q).
+    if (b < x.n_blocks) {
       for (size_t j = 0; j < kQBlock; ++j) {
         const unsigned byte = p[b * (kQBlock / 2) + j / 2];
         const auto nib = static_cast<int32_t>(j % 2 == 0 ? (byte & 0x0fu) : (byte >> 4));
@@ -94,17 +119,10 @@ float qdot_scalar(const WeightView& w, size_t row, const QuantizedX& x) {
       }
       isum -= x.s8[b];
       scale = x.d[b] * ws[b];
-    } else if (b < x.n_blocks) {
-      const auto* q = reinterpret_cast<const int8_t*>(p);
-      const size_t c1 = std::min(x.cols, (b + 1) * kQBlock);
-      for (size_t c = b * kQBlock; c < c1; ++c) isum += static_cast<int32_t>(q[c]) * x.q[c];
-      scale = x.d[b];
     }
     acc[b % kQLanes] = std::fma(static_cast<float>(isum), scale, acc[b % kQLanes]);
   }
-  // The order of the vector paths' horizontal sum (hsum256).
-  const float r = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-  return int4 ? r : r * w.scales[row];
+  return hsum_order(acc);
 }
 
 }  // namespace odmoe::cpu
