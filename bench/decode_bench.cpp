@@ -68,7 +68,7 @@ using layout::TensorSpec;
 namespace {
 
 constexpr const char* kName = "odmoe-bench-decode";
-constexpr double kTarget = 0.75;  // the issue's target: decode reads weights at >= 75% of the read bandwidth
+constexpr double kTarget = 0.85;  // issue 18: decode reads weights at >= 85% of the paired read bandwidth, every dtype
 
 std::vector<CpuIsa> available_isas() {
   std::vector<CpuIsa> v{CpuIsa::kScalar};
@@ -945,7 +945,7 @@ int run(const Options& o, const std::string& command_line) {
     json jr = json::array();
     for (const auto& r : runs) jr.push_back(decode_json(r, lim, kr, o.d));
     out["runs"] = jr;
-    out["target"] = "decode weight bandwidth >= 75% of the read-only sum bandwidth (N threads) for bf16 and int8";
+    out["target"] = "decode weight bandwidth >= 85% of the paired read-only sum bandwidth (N threads) for every dtype";
     write_json(o.json_path, out);
   }
   return 0;

@@ -1,8 +1,7 @@
 // odmoe-bench-rowdot: the CPU backend's decode matmul (one token: one row dot product per
-// output row, src/backend/cpu) for each ISA, next to candidate kernels written here, and next
-// to the memory bandwidth. It answers "is decode at dtype X memory-bound or compute-bound, and
-// what would a better kernel reach". In the style of nccl-tests: warm-up, timed iterations,
-// min/avg/max, a table on stdout and --json FILE.
+// output row, src/backend/cpu) for each ISA, next to the memory bandwidth. It answers "is
+// decode at dtype X memory-bound or compute-bound". In the style of nccl-tests: warm-up,
+// timed iterations, min/avg/max, a table on stdout and --json FILE.
 //
 //   odmoe-bench-rowdot [--cols 2048] [--mem-mib 256] [--dtypes bf16,int8,int4] [--threads 0]
 //                      [--iters 5] [--warmup 1] [--seed 1234] [--json FILE]
@@ -16,30 +15,12 @@
 //           bytes with the same threads (the paired read bandwidth at that moment)
 //   error   max |y - y_library| / max |y_library| against the library's best ISA
 //
-// Candidate kernels (not in the library; proposals, see bench/README.md):
-//   avx512-4acc   the library's AVX-512 loop with 4 independent accumulators (the library's
-//                 int4/int8/bf16 loops carry one or two FMA dependency chains)
-//   avx512-lut    int4: each byte zero-extended to int32 (vpmovzxbd), both nibbles mapped
-//                 straight to float with one vpermps each over a 16-entry table {-8..7}; x is
-//                 de-interleaved once per matmul (even elements, then odd, per group of 32) so
-//                 no byte unpacking is needed; 4 accumulators
-//   avx2-4acc     the library's AVX2 loop with 4 independent accumulators
-//   lib avx512 dyn64  the library's own AVX-512 row dot (cpu_row_dot) with OpenMP
-//                 schedule(dynamic, 64) instead of CpuBackend's schedule(static): on a shared
-//                 machine one slow vCPU holds a static matmul back
-//   vnni-q8x      int4 with x quantised to int8 per group of 32 (one f32 scale per group, as
-//                 llama.cpp's Q8_0 activations) and vpdpbusd (AVX512-VNNI): 64 nibble x int8
-//                 products per instruction. Changes the numerics (the err column shows by how
-//                 much); the others only reorder f32 additions
+// The library's decode of int8/int4 weights quantises x to int8 per block of 32 (integer
+// kernels). Candidates, int8/int4 only:
+//   f32x avx2, f32x avx512   the library's f32-activation row dot (cpu_row_dot) of that ISA:
+//                 the arithmetic decode had before the integer kernels (its err column is the
+//                 effect of quantising the activations)
 // Exit status: 0 success, 1 error, 2 bad command line.
-// GCC 12's AVX-512 headers pass _mm512_undefined_*() values to masked builtins, which
-// -Wuninitialized reports once the intrinsics are inlined (GCC PR 105593, fixed in GCC 13 by
-// the same pragma inside the headers).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 #include <omp.h>
 
 #include <algorithm>
@@ -64,377 +45,49 @@ namespace po = boost::program_options;
 using namespace odmoe;
 using namespace odmoe::bench;
 
-#define BENCH_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define BENCH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-
 namespace {
 
 constexpr const char* kName = "odmoe-bench-rowdot";
 
-const uint8_t* row_ptr(const WeightView& w, size_t row) {
-  return static_cast<const uint8_t*>(w.data) + row * dtype_data_bytes(w.dtype, 1, w.cols);
-}
-
-// Scalar tails, as the library computes them.
-float int4_tail(const uint8_t* p, const float* x, size_t from, size_t to) {
-  float s = 0;
-  for (size_t c = from; c < to; ++c) {
-    const unsigned b = p[c / 2];
-    s += static_cast<float>(static_cast<int>((c % 2 == 0) ? (b & 0x0fu) : (b >> 4)) - 8) * x[c];
-  }
-  return s;
-}
-
-// ---------------------------------------------------------------------------------------
-// Candidate kernels. Each computes the dot product of one stored row with x; `xd` is x
-// de-interleaved per group of 32 (only the LUT kernel uses it).
-
-BENCH_AVX512 float hsum512(__m512 v) {
-  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-  return _mm_cvtss_f32(s);
-}
-
-BENCH_AVX2 float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-  return _mm_cvtss_f32(s);
-}
-
-// The library's int4 unpack: 16 bytes -> two vectors of 16 signed bytes in element order.
-BENCH_AVX2 void unpack_int4(const uint8_t* p, __m128i* first16, __m128i* last16) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
-  const __m128i lo = _mm_and_si128(b, mask);
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-  *first16 = _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight);
-  *last16 = _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight);
-}
-
-// The 4-accumulator kernels spell out their four chains: with `__m512 s[4]` and a loop over
-// it, GCC 12 -O2 keeps the accumulators on the stack (a store-to-load round trip per FMA).
-
-BENCH_AVX512 __m512 bf16x16(const uint16_t* h) {
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h))), 16));
-}
-
-BENCH_AVX512 float bf16_avx512_4acc(const WeightView& w, size_t row, const float* x, const float*) {
-  const auto* h = reinterpret_cast<const uint16_t*>(row_ptr(w, row));
-  const size_t n = w.cols;
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-  size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    s0 = _mm512_fmadd_ps(bf16x16(h + i), _mm512_loadu_ps(x + i), s0);
-    s1 = _mm512_fmadd_ps(bf16x16(h + i + 16), _mm512_loadu_ps(x + i + 16), s1);
-    s2 = _mm512_fmadd_ps(bf16x16(h + i + 32), _mm512_loadu_ps(x + i + 32), s2);
-    s3 = _mm512_fmadd_ps(bf16x16(h + i + 48), _mm512_loadu_ps(x + i + 48), s3);
-  }
-  float r = hsum512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-  for (; i < n; ++i) r += bf16_to_f32(h[i]) * x[i];
-  return r;
-}
-
-BENCH_AVX512 __m512 i8x16(const int8_t* q) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
-}
-
-BENCH_AVX512 float int8_avx512_4acc(const WeightView& w, size_t row, const float* x, const float*) {
-  const auto* q = reinterpret_cast<const int8_t*>(row_ptr(w, row));
-  const size_t n = w.cols;
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-  size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    s0 = _mm512_fmadd_ps(i8x16(q + i), _mm512_loadu_ps(x + i), s0);
-    s1 = _mm512_fmadd_ps(i8x16(q + i + 16), _mm512_loadu_ps(x + i + 16), s1);
-    s2 = _mm512_fmadd_ps(i8x16(q + i + 32), _mm512_loadu_ps(x + i + 32), s2);
-    s3 = _mm512_fmadd_ps(i8x16(q + i + 48), _mm512_loadu_ps(x + i + 48), s3);
-  }
-  float r = hsum512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-  for (; i < n; ++i) r += static_cast<float>(q[i]) * x[i];
-  return r * w.scales[row];
-}
-
-// One int4 group (32 values) times its scale, added to acc: the library's arithmetic.
-BENCH_AVX512 __m512 int4_group_avx512(const uint8_t* p, const float* xg, float scale, __m512 acc) {
-  __m128i a16, b16;
-  unpack_int4(p, &a16, &b16);
-  __m512 gs = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(a16)), _mm512_loadu_ps(xg));
-  gs = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b16)), _mm512_loadu_ps(xg + 16), gs);
-  return _mm512_fmadd_ps(gs, _mm512_set1_ps(scale), acc);
-}
-
-BENCH_AVX512 float int4_avx512_4acc(const WeightView& w, size_t row, const float* x, const float*) {
-  const uint8_t* p = row_ptr(w, row);
-  const size_t n = w.cols, groups = int4_groups(n), full = n / kInt4Group;
-  const float* sc = w.scales + row * groups;
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  size_t g = 0;
-  for (; g + 4 <= full; g += 4) {
-    a0 = int4_group_avx512(p + g * 16, x + g * 32, sc[g], a0);
-    a1 = int4_group_avx512(p + g * 16 + 16, x + g * 32 + 32, sc[g + 1], a1);
-    a2 = int4_group_avx512(p + g * 16 + 32, x + g * 32 + 64, sc[g + 2], a2);
-    a3 = int4_group_avx512(p + g * 16 + 48, x + g * 32 + 96, sc[g + 3], a3);
-  }
-  for (; g < full; ++g) a0 = int4_group_avx512(p + g * 16, x + g * 32, sc[g], a0);
-  float s = hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-  if (full < groups) s += int4_tail(p, x, full * kInt4Group, n) * sc[full];
-  return s;
-}
-
-// One int4 group through the 16-entry table; xg is the group's x de-interleaved.
-BENCH_AVX512 __m512 int4_group_lut(const uint8_t* p, const float* xg, float scale, __m512 lut, __m512 acc) {
-  // Byte j of the group holds element 2j (low nibble) and 2j + 1 (high nibble); vpermps looks
-  // at the low 4 bits of each index only.
-  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m512 even = _mm512_permutexvar_ps(b, lut);
-  const __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
-  const __m512 gs = _mm512_fmadd_ps(odd, _mm512_loadu_ps(xg + 16), _mm512_mul_ps(even, _mm512_loadu_ps(xg)));
-  return _mm512_fmadd_ps(gs, _mm512_set1_ps(scale), acc);
-}
-
-BENCH_AVX512 float int4_avx512_lut(const WeightView& w, size_t row, const float* x, const float* xd) {
-  const uint8_t* p = row_ptr(w, row);
-  const size_t n = w.cols, groups = int4_groups(n), full = n / kInt4Group;
-  const float* sc = w.scales + row * groups;
-  const __m512 lut = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  size_t g = 0;
-  for (; g + 4 <= full; g += 4) {
-    a0 = int4_group_lut(p + g * 16, xd + g * 32, sc[g], lut, a0);
-    a1 = int4_group_lut(p + g * 16 + 16, xd + g * 32 + 32, sc[g + 1], lut, a1);
-    a2 = int4_group_lut(p + g * 16 + 32, xd + g * 32 + 64, sc[g + 2], lut, a2);
-    a3 = int4_group_lut(p + g * 16 + 48, xd + g * 32 + 96, sc[g + 3], lut, a3);
-  }
-  for (; g < full; ++g) a0 = int4_group_lut(p + g * 16, xd + g * 32, sc[g], lut, a0);
-  float s = hsum512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-  if (full < groups) s += int4_tail(p, x, full * kInt4Group, n) * sc[full];
-  return s;
-}
-
-BENCH_AVX2 __m256 bf16x8(const uint16_t* h) {
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))), 16));
-}
-
-BENCH_AVX2 float bf16_avx2_4acc(const WeightView& w, size_t row, const float* x, const float*) {
-  const auto* h = reinterpret_cast<const uint16_t*>(row_ptr(w, row));
-  const size_t n = w.cols;
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(bf16x8(h + i), _mm256_loadu_ps(x + i), s0);
-    s1 = _mm256_fmadd_ps(bf16x8(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-    s2 = _mm256_fmadd_ps(bf16x8(h + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-    s3 = _mm256_fmadd_ps(bf16x8(h + i + 24), _mm256_loadu_ps(x + i + 24), s3);
-  }
-  float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) r += bf16_to_f32(h[i]) * x[i];
-  return r;
-}
-
-BENCH_AVX2 __m256 i8x8(const int8_t* q) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q))));
-}
-
-BENCH_AVX2 float int8_avx2_4acc(const WeightView& w, size_t row, const float* x, const float*) {
-  const auto* q = reinterpret_cast<const int8_t*>(row_ptr(w, row));
-  const size_t n = w.cols;
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(i8x8(q + i), _mm256_loadu_ps(x + i), s0);
-    s1 = _mm256_fmadd_ps(i8x8(q + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-    s2 = _mm256_fmadd_ps(i8x8(q + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-    s3 = _mm256_fmadd_ps(i8x8(q + i + 24), _mm256_loadu_ps(x + i + 24), s3);
-  }
-  float r = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) r += static_cast<float>(q[i]) * x[i];
-  return r * w.scales[row];
-}
-
-BENCH_AVX2 __m256 int4_group_avx2(const uint8_t* p, const float* xg, float scale, __m256 acc) {
-  __m128i a16, b16;
-  unpack_int4(p, &a16, &b16);
-  __m256 gs = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(a16)), _mm256_loadu_ps(xg));
-  gs = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8))), _mm256_loadu_ps(xg + 8), gs);
-  gs = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b16)), _mm256_loadu_ps(xg + 16), gs);
-  gs = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8))), _mm256_loadu_ps(xg + 24), gs);
-  return _mm256_fmadd_ps(gs, _mm256_set1_ps(scale), acc);
-}
-
-BENCH_AVX2 float int4_avx2_4acc(const WeightView& w, size_t row, const float* x, const float*) {
-  const uint8_t* p = row_ptr(w, row);
-  const size_t n = w.cols, groups = int4_groups(n), full = n / kInt4Group;
-  const float* sc = w.scales + row * groups;
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  size_t g = 0;
-  for (; g + 4 <= full; g += 4) {
-    a0 = int4_group_avx2(p + g * 16, x + g * 32, sc[g], a0);
-    a1 = int4_group_avx2(p + g * 16 + 16, x + g * 32 + 32, sc[g + 1], a1);
-    a2 = int4_group_avx2(p + g * 16 + 32, x + g * 32 + 64, sc[g + 2], a2);
-    a3 = int4_group_avx2(p + g * 16 + 48, x + g * 32 + 96, sc[g + 3], a3);
-  }
-  for (; g < full; ++g) a0 = int4_group_avx2(p + g * 16, x + g * 32, sc[g], a0);
-  float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  if (full < groups) s += int4_tail(p, x, full * kInt4Group, n) * sc[full];
-  return s;
-}
-
-// x quantised for the VNNI kernel: per group of 32 values, int8 with one f32 scale (as
-// llama.cpp's Q8_0 activations), laid out per block of 4 groups as the 64 even-index values
-// then the 64 odd-index values (the low and high nibbles of the block's 64 weight bytes), and
-// per 32-bit lane of a block (4 lanes per group): the x scale and 2 x the group's sum of
-// quantised values (the weights' +8 nibble offset, spread over the group's 4 lanes).
-struct Q8x {
-  std::vector<int8_t> q;    // [blocks * 128]
-  std::vector<float> lane_scale, lane_offset;  // [blocks * 16]
-  size_t blocks = 0;        // full blocks of 4 groups
-};
-
-void quantize_x_q8(const float* x, size_t n, Q8x* out) {
-  const size_t full = n / kInt4Group;
-  out->blocks = full / 4;
-  out->q.assign(out->blocks * 128, 0);
-  out->lane_scale.assign(out->blocks * 16, 0.0f);
-  out->lane_offset.assign(out->blocks * 16, 0.0f);
-  for (size_t g = 0; g < out->blocks * 4; ++g) {
-    const float* xg = x + g * kInt4Group;
-    float amax = 0;
-    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::abs(xg[i]));
-    const float scale = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
-    const size_t blk = g / 4, j = g % 4;
-    int sum = 0;
-    for (size_t i = 0; i < 16; ++i) {
-      const auto e = static_cast<int8_t>(std::lrintf(xg[2 * i] * inv));
-      const auto o = static_cast<int8_t>(std::lrintf(xg[2 * i + 1] * inv));
-      out->q[blk * 128 + j * 16 + i] = e;
-      out->q[blk * 128 + 64 + j * 16 + i] = o;
-      sum += e + o;
-    }
-    for (size_t l = 0; l < 4; ++l) {
-      out->lane_scale[blk * 16 + j * 4 + l] = scale;
-      out->lane_offset[blk * 16 + j * 4 + l] = 2.0f * static_cast<float>(sum);
-    }
-  }
-}
-
-#define BENCH_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-
-// Four int4 groups (64 bytes) against the quantised x with vpdpbusd: nibbles (0..15) x int8,
-// 4 products summed per 32-bit lane, 4 lanes per group; then per lane (sum - offset) x
-// weight scale x x scale into the float accumulator.
-BENCH_VNNI __m512 int4_block_vnni(const uint8_t* p, const float* sc, const Q8x& xq, size_t blk, __m512 acc) {
-  const __m512i mask = _mm512_set1_epi8(0x0f);
-  const __m512i lane_group = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i b = _mm512_loadu_si512(p);
-  const __m512i lo = _mm512_and_si512(b, mask), hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), mask);
-  __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq.q.data() + blk * 128));
-  d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(xq.q.data() + blk * 128 + 64));
-  const __m512 ws = _mm512_permutexvar_ps(lane_group, _mm512_castps128_ps512(_mm_loadu_ps(sc)));
-  const __m512 s = _mm512_mul_ps(ws, _mm512_loadu_ps(xq.lane_scale.data() + blk * 16));
-  return _mm512_fmadd_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(d), _mm512_loadu_ps(xq.lane_offset.data() + blk * 16)), s,
-                         acc);
-}
-
-BENCH_VNNI float int4_vnni_q8(const WeightView& w, size_t row, const float* x, const Q8x& xq) {
-  const uint8_t* p = row_ptr(w, row);
-  const size_t n = w.cols, groups = int4_groups(n);
-  const float* sc = w.scales + row * groups;
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  size_t blk = 0;
-  for (; blk + 2 <= xq.blocks; blk += 2) {
-    a0 = int4_block_vnni(p + blk * 64, sc + blk * 4, xq, blk, a0);
-    a1 = int4_block_vnni(p + blk * 64 + 64, sc + blk * 4 + 4, xq, blk + 1, a1);
-  }
-  for (; blk < xq.blocks; ++blk) a0 = int4_block_vnni(p + blk * 64, sc + blk * 4, xq, blk, a0);
-  float s = hsum512(_mm512_add_ps(a0, a1));
-  for (size_t g = xq.blocks * 4; g < groups; ++g)  // the rest in f32, as the library does
-    s += int4_tail(p, x, g * kInt4Group, std::min(n, (g + 1) * kInt4Group)) * sc[g];
-  return s;
-}
-
-// The library's own row dot product (cpu_row_dot), for running it under another schedule.
-float library_avx512_dot(const WeightView& w, size_t row, const float* x, const float*) {
-  return cpu_row_dot(CpuIsa::kAvx512, w, row, x);
-}
+// Candidate kernels: the library's own row dot products (cpu_row_dot, cpu_row_dot_q8) under
+// another schedule or with other arithmetic than CpuBackend::matmul's.
+float f32x_avx2_dot(const WeightView& w, size_t row, const float* x) { return cpu_row_dot(CpuIsa::kAvx2, w, row, x); }
+float f32x_avx512_dot(const WeightView& w, size_t row, const float* x) { return cpu_row_dot(CpuIsa::kAvx512, w, row, x); }
 
 // ---------------------------------------------------------------------------------------
 // Kernels under test: a decode matmul y = W x.
 
-using RowDot = float (*)(const WeightView&, size_t, const float*, const float*);
+using RowDot = float (*)(const WeightView&, size_t, const float*);
 
 struct Kernel {
   std::string name;
   std::string kind;  // "library" | "candidate"
   CpuIsa isa = CpuIsa::kScalar;
-  RowDot dot = nullptr;        // candidates
-  bool deinterleave = false;   // candidates that take x de-interleaved per int4 group
-  bool q8 = false;             // the VNNI candidate: x quantised to int8 per group (int4_vnni_q8)
-  bool dynamic = false;        // OpenMP schedule(dynamic, 64) over rows instead of static
-  std::vector<DType> dtypes;   // candidates: the dtypes they implement
+  RowDot dot = nullptr;       // candidates
+  std::vector<DType> dtypes;  // candidates: the dtypes they implement
 };
 
-// x de-interleaved per group of 32: [x0, x2, ..., x30, x1, x3, ..., x31], then the next group;
-// a partial last group is copied as is (the kernels do it with the scalar tail on x).
-void deinterleave_x(const float* x, size_t n, std::vector<float>* xd) {
-  xd->assign(x, x + n);
-  const size_t full = n / kInt4Group;
-  for (size_t g = 0; g < full; ++g)
-    for (size_t i = 0; i < 16; ++i) {
-      (*xd)[g * 32 + i] = x[g * 32 + 2 * i];
-      (*xd)[g * 32 + 16 + i] = x[g * 32 + 2 * i + 1];
-    }
-}
-
-// One matmul with one token, `threads` threads; the library through CpuBackend::matmul.
+// One matmul with one token, `threads` threads; the library through CpuBackend::matmul,
+// candidates as a row dot under OpenMP's static schedule (as CpuBackend::matmul).
 class Runner {
  public:
   Runner(const Kernel& k, int threads) : k_(k), threads_(threads), be_(k.isa, threads) {}
-  // One matmul: prepare x (candidates that transform it), then the rows.
-  void operator()(const WeightView& w, const float* x, float* y) {
-    prepare(x, w.cols);
-    rows(w, x, y);
-  }
-  // The per-matmul transformation of x (de-interleave, int8 quantisation); nothing for the
-  // library and most candidates. It depends on x only, so a real decode would do it once per
-  // activation vector and share it between the matmuls that read it (q/k/v, gate/up).
-  void prepare(const float* x, size_t cols) {
-    if (k_.q8) quantize_x_q8(x, cols, &xq_);
-    if (k_.deinterleave) deinterleave_x(x, cols, &xd_);
-  }
+  void operator()(const WeightView& w, const float* x, float* y) { rows(w, x, y); }
   void rows(const WeightView& w, const float* x, float* y) {
     if (k_.kind == "library") {
       be_.matmul(w, x, 1, y);
       return;
     }
     const auto n_rows = static_cast<long>(w.rows);
-    if (k_.q8) {
-#pragma omp parallel for num_threads(threads_) schedule(static) if (threads_ > 1)
-      for (long r = 0; r < n_rows; ++r) y[r] = int4_vnni_q8(w, static_cast<size_t>(r), x, xq_);
-      return;
-    }
-    const float* xd = k_.deinterleave ? xd_.data() : x;
     const RowDot dot = k_.dot;
-    if (k_.dynamic) {
-#pragma omp parallel for num_threads(threads_) schedule(dynamic, 64) if (threads_ > 1)
-      for (long r = 0; r < n_rows; ++r) y[r] = dot(w, static_cast<size_t>(r), x, xd);
-      return;
-    }
 #pragma omp parallel for num_threads(threads_) schedule(static) if (threads_ > 1)
-    for (long r = 0; r < n_rows; ++r) y[r] = dot(w, static_cast<size_t>(r), x, xd);
+    for (long r = 0; r < n_rows; ++r) y[r] = dot(w, static_cast<size_t>(r), x);
   }
 
  private:
   const Kernel& k_;
   int threads_;
   CpuBackend be_;
-  std::vector<float> xd_;
-  Q8x xq_;
 };
 
 struct Row {
@@ -464,24 +117,15 @@ struct Options {
 std::vector<Kernel> kernels() {
   std::vector<Kernel> v;
   const CpuIsa best = detect_cpu_isa();
-  v.push_back({"library scalar", "library", CpuIsa::kScalar, nullptr, false, false, false, {}});
+  const std::vector<DType> ints{DType::kInt8, DType::kInt4};
+  v.push_back({"library scalar", "library", CpuIsa::kScalar, nullptr, {}});
   if (best >= CpuIsa::kAvx2) {
-    v.push_back({"library avx2", "library", CpuIsa::kAvx2, nullptr, false, false, false, {}});
-    v.push_back({"avx2-4acc", "candidate", CpuIsa::kAvx2, bf16_avx2_4acc, false, false, false, {DType::kBF16}});
-    v.push_back({"avx2-4acc", "candidate", CpuIsa::kAvx2, int8_avx2_4acc, false, false, false, {DType::kInt8}});
-    v.push_back({"avx2-4acc", "candidate", CpuIsa::kAvx2, int4_avx2_4acc, false, false, false, {DType::kInt4}});
+    v.push_back({"library avx2", "library", CpuIsa::kAvx2, nullptr, {}});
+    v.push_back({"f32x avx2", "candidate", CpuIsa::kAvx2, f32x_avx2_dot, ints});
   }
   if (best >= CpuIsa::kAvx512) {
-    v.push_back({"library avx512", "library", CpuIsa::kAvx512, nullptr, false, false, false, {}});
-    v.push_back({"lib avx512 dyn64", "candidate", CpuIsa::kAvx512, library_avx512_dot, false, false, true,
-                 {DType::kF32, DType::kBF16, DType::kF16, DType::kInt8, DType::kInt4}});
-    v.push_back({"avx512-4acc", "candidate", CpuIsa::kAvx512, bf16_avx512_4acc, false, false, false, {DType::kBF16}});
-    v.push_back({"avx512-4acc", "candidate", CpuIsa::kAvx512, int8_avx512_4acc, false, false, false, {DType::kInt8}});
-    v.push_back({"avx512-4acc", "candidate", CpuIsa::kAvx512, int4_avx512_4acc, false, false, false, {DType::kInt4}});
-    v.push_back({"avx512-lut", "candidate", CpuIsa::kAvx512, int4_avx512_lut, true, false, false, {DType::kInt4}});
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512vnni"))
-      v.push_back({"vnni-q8x", "candidate", CpuIsa::kAvx512, nullptr, false, true, false, {DType::kInt4}});
+    v.push_back({"library avx512", "library", CpuIsa::kAvx512, nullptr, {}});
+    v.push_back({"f32x avx512", "candidate", CpuIsa::kAvx512, f32x_avx512_dot, ints});
   }
   return v;
 }
@@ -506,8 +150,7 @@ std::vector<Row> run_all(const Options& o) {
       if (k.kind == "library" || std::find(k.dtypes.begin(), k.dtypes.end(), d) != k.dtypes.end()) active.push_back(&k);
     // L2, one thread: each timed iteration runs as many matmuls as fill ~20 ms. The kernels take
     // turns within every iteration (A, B, C, A, B, C, ...), so a slow phase of the machine
-    // (a busy SMT sibling on the host) hits all of them alike. x is prepared once: the rows are
-    // what is measured here; the memory test below includes the preparation.
+    // (a busy SMT sibling on the host) hits all of them alike.
     std::vector<std::unique_ptr<Runner>> l2_runs;
     std::vector<int> reps;
     std::vector<std::vector<double>> l2_t(active.size());
@@ -515,7 +158,6 @@ std::vector<Row> run_all(const Options& o) {
     for (const Kernel* k : active) {
       l2_runs.push_back(std::make_unique<Runner>(*k, 1));
       Runner& run1 = *l2_runs.back();
-      run1.prepare(x.data(), o.cols);
       const auto t0 = Clock::now();
       int n = 0;
       while (since(t0) < 0.005 || n < 4) {

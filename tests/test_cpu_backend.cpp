@@ -1,7 +1,10 @@
-// The CPU backend's ops against plain double-precision loops over the decoded weights.
+// The CPU backend's ops against plain double-precision loops over the decoded weights, and
+// the integer decode kernels of int8/int4 weights against their specification.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "odmoe/backend/cpu_backend.h"
@@ -41,18 +44,30 @@ TEST_P(CpuMatmul, MatchesDoublePrecisionReferenceOnEveryIsa) {
     CpuBackend be(isa, 2);
     std::vector<float> y(c.n_tokens * c.rows, NAN);
     be.matmul(WeightView::of(enc), x.data(), c.n_tokens, y.data());
+    // Decode (< 4 tokens) of int8/int4 weights quantises x to int8 per block of 32.
+    const bool qx = c.n_tokens < 4 && cpu_quantizes_activations(c.dtype);
     for (size_t t = 0; t < c.n_tokens; ++t) {
       for (size_t r = 0; r < c.rows; ++r) {
-        double ref = 0, mag = 0;
-        for (size_t k = 0; k < c.cols; ++k) {
-          ref += static_cast<double>(wd[r * c.cols + k]) * x[t * c.cols + k];
-          mag += std::fabs(static_cast<double>(wd[r * c.cols + k]) * x[t * c.cols + k]);
+        double ref = 0, mag = 0, qbound = 0;
+        for (size_t b = 0; b * 32 < c.cols; ++b) {
+          double amax = 0, wsum = 0;
+          for (size_t k = b * 32; k < std::min(c.cols, b * 32 + 32); ++k) {
+            const double wk = wd[r * c.cols + k], xk = x[t * c.cols + k];
+            ref += wk * xk;
+            mag += std::fabs(wk * xk);
+            amax = std::max(amax, std::fabs(xk));
+            wsum += std::fabs(wk);
+          }
+          // Rounding x to a multiple of d = amax/127 moves it by at most d/2 (1% for the
+          // rounding of x * (127/amax) itself).
+          qbound += 1.01 * amax / 254 * wsum;
         }
         const float got = y[t * c.rows + r];
         ASSERT_TRUE(std::isfinite(got)) << cpu_isa_name(isa);
         // f32 accumulation of `cols` products in a different order than the reference:
         // error <= ~cols * 2^-24 * sum|w x|; 4e-7 * sqrt-ish growth is what is seen, 1e-5 is safe.
-        ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-6)
+        // Quantised activations add at most sum over blocks of d/2 * sum|w|.
+        ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-6 + (qx ? qbound : 0))
             << cpu_isa_name(isa) << " " << dtype_name(c.dtype) << " token " << t << " row " << r;
       }
     }

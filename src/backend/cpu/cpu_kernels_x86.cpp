@@ -1,4 +1,6 @@
-// AVX2+FMA(+F16C) and AVX-512 row dot products. Compiled for any x86-64 with function
+// AVX2+FMA(+F16C) and AVX-512 row dot products in f32 (f32/bf16/f16 weights with four FMA
+// chains; int8/int4 with f32 activations: cpu_row_dot, the exact reference; decode of
+// int8/int4 runs the integer kernels of cpu_qdot_*.cpp). Compiled for any x86-64 with function
 // target attributes; the backend calls them only when the CPU has the instructions.
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -32,6 +34,33 @@ ODMOE_AVX2 inline void unpack_int4(const unsigned char* p, __m128i* first16, __m
   *last16 = _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight);
 }
 
+// 8 bf16 / f16 values as f32.
+ODMOE_AVX2 inline __m256 bf16x8(const uint16_t* h) {
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))), 16));
+}
+ODMOE_AVX2 inline __m256 f16x8(const uint16_t* h) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+}
+
+// Dot product of n 16-bit floats (bf16 or f16, converted by Load) with x: four FMA chains of
+// 8 lanes (32 values per iteration) so that loads and conversions overlap.
+template <__m256 (*Load)(const uint16_t*), float (*Scalar)(uint16_t)>
+ODMOE_AVX2 inline float dot_h16_avx2(const uint16_t* h, const float* x, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(Load(h + i), _mm256_loadu_ps(x + i), s0);
+    s1 = _mm256_fmadd_ps(Load(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+    s2 = _mm256_fmadd_ps(Load(h + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+    s3 = _mm256_fmadd_ps(Load(h + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(Load(h + i), _mm256_loadu_ps(x + i), s0);
+  float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (; i < n; ++i) s += Scalar(h[i]) * x[i];
+  return s;
+}
+
 // Elements [from, to) of an int4 row, scalar (the partial last group).
 inline float int4_tail(const unsigned char* p, const float* x, size_t from, size_t to) {
   float s = 0;
@@ -47,14 +76,16 @@ inline float int4_tail(const unsigned char* p, const float* x, size_t from, size
 // ---- AVX2 ---------------------------------------------------------------------------
 
 ODMOE_AVX2 float dot_f32_avx2(const float* a, const float* b, size_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
   size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
+  for (; i + 32 <= n; i += 32) {
     s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
   }
   for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  float s = hsum256(_mm256_add_ps(s0, s1));
+  float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
@@ -66,31 +97,8 @@ ODMOE_AVX2 float dot_avx2(const WeightView& w, size_t row, const float* x) {
   size_t i = 0;
   switch (w.dtype) {
     case DType::kF32: return dot_f32_avx2(reinterpret_cast<const float*>(p), x, n);
-    case DType::kBF16: {
-      const auto* h = reinterpret_cast<const uint16_t*>(p);
-      for (; i + 16 <= n; i += 16) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i));
-        const __m256 a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
-        const __m256 b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
-        s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + i + 8), s1);
-      }
-      float s = hsum256(_mm256_add_ps(s0, s1));
-      for (; i < n; ++i) s += bf16_to_f32(h[i]) * x[i];
-      return s;
-    }
-    case DType::kF16: {
-      const auto* h = reinterpret_cast<const uint16_t*>(p);
-      for (; i + 16 <= n; i += 16) {
-        const __m256 a = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
-        const __m256 b = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i + 8)));
-        s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + i + 8), s1);
-      }
-      float s = hsum256(_mm256_add_ps(s0, s1));
-      for (; i < n; ++i) s += f16_to_f32(h[i]) * x[i];
-      return s;
-    }
+    case DType::kBF16: return dot_h16_avx2<bf16x8, bf16_to_f32>(reinterpret_cast<const uint16_t*>(p), x, n);
+    case DType::kF16: return dot_h16_avx2<f16x8, f16_to_f32>(reinterpret_cast<const uint16_t*>(p), x, n);
     case DType::kInt8: {
       const auto* q = reinterpret_cast<const int8_t*>(p);
       for (; i + 16 <= n; i += 16) {
@@ -129,15 +137,42 @@ ODMOE_AVX2 float dot_avx2(const WeightView& w, size_t row, const float* x) {
 // ---- AVX-512 ------------------------------------------------------------------------
 
 ODMOE_AVX512 float dot_f32_avx512(const float* a, const float* b, size_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
   size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
+  for (; i + 64 <= n; i += 64) {
     s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
     s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
   }
   for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
   for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+ODMOE_AVX512 inline __m512 bf16x16(const uint16_t* h) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h))), 16));
+}
+ODMOE_AVX512 inline __m512 f16x16(const uint16_t* h) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+}
+
+// As dot_h16_avx2, 16 lanes: four FMA chains, 64 values per iteration.
+template <__m512 (*Load)(const uint16_t*), float (*Scalar)(uint16_t)>
+ODMOE_AVX512 inline float dot_h16_avx512(const uint16_t* h, const float* x, size_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    s0 = _mm512_fmadd_ps(Load(h + i), _mm512_loadu_ps(x + i), s0);
+    s1 = _mm512_fmadd_ps(Load(h + i + 16), _mm512_loadu_ps(x + i + 16), s1);
+    s2 = _mm512_fmadd_ps(Load(h + i + 32), _mm512_loadu_ps(x + i + 32), s2);
+    s3 = _mm512_fmadd_ps(Load(h + i + 48), _mm512_loadu_ps(x + i + 48), s3);
+  }
+  for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(Load(h + i), _mm512_loadu_ps(x + i), s0);
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+  for (; i < n; ++i) s += Scalar(h[i]) * x[i];
   return s;
 }
 
@@ -148,32 +183,8 @@ ODMOE_AVX512 float dot_avx512(const WeightView& w, size_t row, const float* x) {
   size_t i = 0;
   switch (w.dtype) {
     case DType::kF32: return dot_f32_avx512(reinterpret_cast<const float*>(p), x, n);
-    case DType::kBF16: {
-      const auto* h = reinterpret_cast<const uint16_t*>(p);
-      for (; i + 32 <= n; i += 32) {
-        const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))), 16));
-        const __m512 b = _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i + 16))), 16));
-        s0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), s0);
-        s1 = _mm512_fmadd_ps(b, _mm512_loadu_ps(x + i + 16), s1);
-      }
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-      for (; i < n; ++i) s += bf16_to_f32(h[i]) * x[i];
-      return s;
-    }
-    case DType::kF16: {
-      const auto* h = reinterpret_cast<const uint16_t*>(p);
-      for (; i + 32 <= n; i += 32) {
-        const __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i)));
-        const __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i + 16)));
-        s0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), s0);
-        s1 = _mm512_fmadd_ps(b, _mm512_loadu_ps(x + i + 16), s1);
-      }
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-      for (; i < n; ++i) s += f16_to_f32(h[i]) * x[i];
-      return s;
-    }
+    case DType::kBF16: return dot_h16_avx512<bf16x16, bf16_to_f32>(reinterpret_cast<const uint16_t*>(p), x, n);
+    case DType::kF16: return dot_h16_avx512<f16x16, f16_to_f32>(reinterpret_cast<const uint16_t*>(p), x, n);
     case DType::kInt8: {
       const auto* q = reinterpret_cast<const int8_t*>(p);
       for (; i + 32 <= n; i += 32) {
