@@ -25,7 +25,7 @@ namespace {
 
 bool finite_nonneg(double x) { return std::isfinite(x) && x >= 0; }
 
-// Backoff (src/dist/comm.cpp): polls without sleeping until the 256th, then sleeps
+// Backoff (src/core/clock.cpp): polls without sleeping until the 256th, then sleeps
 // 10 us x n (n counting from 1), at most 200 us.
 constexpr double kSleepStep = 10e-6, kSleepMax = 200e-6;
 constexpr int kCapSleeps = 20;  // sleep 20 is the first at the cap

@@ -30,7 +30,7 @@
 // generator, as are which experts a prediction misses: the result is deterministic.
 //
 // Waiting, as odmoe's threads wait (PollModel): a waiter polls with Backoff
-// (src/dist/comm.cpp: 64 spins, then yields up to 256 polls, then sleeps of 10 us x n,
+// (src/core/clock.cpp: 64 spins, then yields up to 256 polls, then sleeps of 10 us x n,
 // capped at 200 us), so an event is noticed at the waiter's next poll, and each sleep lasts
 // longer than asked (timer slack). A blocked loader thread needs `wake_s` to run after it is
 // notified. The loader notices a finished pull this way, and a worker a slot it stalls on;
