@@ -222,10 +222,7 @@ int cmd_bench(int argc, char** argv) {
   if (ppl_tokens == 1) throw UsageError("--perplexity-tokens must be 0 (off) or at least 2");
   if (!(alpha >= 0 && alpha <= 1)) throw UsageError("--substitute alpha must be in [0, 1]");
   const bool default_prompts = prompts_path.empty();
-  if (default_prompts) prompts_path = default_prompts_path(ea.eo.model_dir);
-  if (prompts_path.empty())
-    throw UsageError("--prompts FILE is required: " + ea.eo.model_dir +
-                     " has no prompts.jsonl (odmoe-weights convert keeps a checkpoint's heldout-prompts.jsonl there)");
+  prompts_path = prompts_or_default(prompts_path, ea.eo.model_dir);
   const std::vector<int> in_lens = int_list(in_s, "--input-len", 1), out_lens = int_list(out_s, "--output-len", 1);
   const std::vector<int> groups = int_list(groups_s, "--groups", 0);
 

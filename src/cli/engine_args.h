@@ -160,7 +160,8 @@ struct EngineArgs {
 // Prompts from a JSON Lines file: {"prompt": "..."} (or {"text": ...}, or a bare JSON
 // string) per line; at most `limit`. Bad lines are errors naming the line.
 std::vector<std::string> read_prompts(const std::string& path, size_t limit);
-// The model's default prompts: MODEL/prompts.jsonl, or "" when it has none.
-std::string default_prompts_path(const std::string& model_dir);
+// --prompts, or when it is empty the model's own MODEL/prompts.jsonl; a UsageError naming
+// what is missing otherwise.
+std::string prompts_or_default(const std::string& prompts_path, const std::string& model_dir);
 
 }  // namespace odmoe::cli

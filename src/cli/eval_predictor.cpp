@@ -26,9 +26,14 @@
 
 namespace odmoe::cli {
 
-std::string default_prompts_path(const std::string& model_dir) {
+std::string prompts_or_default(const std::string& prompts_path, const std::string& model_dir) {
+  if (!prompts_path.empty()) return prompts_path;
   const std::string p = model_dir + "/prompts.jsonl";
-  return std::ifstream(p).good() ? p : std::string();
+  if (std::ifstream(p).good()) return p;
+  if (!std::ifstream(model_dir + "/model.h5").good())
+    throw UsageError("--model " + model_dir + " is not a converted model directory (no model.h5)");
+  throw UsageError("--prompts FILE is required: " + model_dir +
+                   " has no prompts.jsonl (odmoe-weights convert keeps a checkpoint's heldout-prompts.jsonl there)");
 }
 
 std::vector<std::string> read_prompts(const std::string& path, size_t limit) {
@@ -125,11 +130,7 @@ int cmd_eval_predictor(int argc, char** argv) {
   if (limit < 1) throw UsageError("--limit must be at least 1");
   sc.validate();
   ea.finalize();
-  const bool default_prompts = prompts_path.empty();
-  if (default_prompts) prompts_path = default_prompts_path(ea.eo.model_dir);
-  if (prompts_path.empty())
-    throw UsageError("--prompts FILE is required: " + ea.eo.model_dir +
-                     " has no prompts.jsonl (odmoe-weights convert keeps a checkpoint's heldout-prompts.jsonl there)");
+  prompts_path = prompts_or_default(prompts_path, ea.eo.model_dir);
   const std::vector<Spec> specs = parse_specs(specs_s);
   int world = 1;
   ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
