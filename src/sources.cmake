@@ -28,11 +28,11 @@ set(ODMOE_SOURCES_tokenizer
 set(ODMOE_SOURCES_backend backend/cpu/cpu_backend.cpp backend/cpu/cpu_kernels_scalar.cpp backend/cpu/cpu_kernels_x86.cpp
   backend/cpu/cpu_qdot_scalar.cpp backend/cpu/cpu_qdot_avx2.cpp backend/cpu/cpu_qdot_avx512.cpp)
 set(ODMOE_SOURCES_model model/model.cpp)
-set(ODMOE_SOURCES_comm comm/comm.cpp)
+set(ODMOE_SOURCES_comm comm/comm.cpp comm/protocol.cpp)
 set(ODMOE_SOURCES_store store/expert_store.cpp)
 set(ODMOE_SOURCES_sched sched/schedule.cpp sched/expert_cache.cpp)
 set(ODMOE_SOURCES_predict predict/predictor.cpp predict/prediction_ledger.cpp predict/shadow.cpp)
 set(ODMOE_SOURCES_exec
-  exec/options.cpp exec/trace.cpp exec/executor.cpp exec/executor_end.cpp exec/expert_rank.cpp exec/predictor_rank.cpp)
+  exec/options.cpp exec/stats.cpp exec/trace.cpp exec/executor.cpp exec/executor_end.cpp exec/expert_rank.cpp exec/predictor_rank.cpp)
 set(ODMOE_SOURCES_runtime runtime/sampler.cpp runtime/perplexity.cpp runtime/generation.cpp runtime/engine.cpp)
 set(ODMOE_SOURCES_sim sim/schedule_sim.cpp sim/sim_inputs.cpp)

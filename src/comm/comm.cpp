@@ -43,28 +43,6 @@ void mpi_finalize() {
   ODMOE_MPI_CHECK_NOTHROW(MPI_Finalize());
 }
 
-const char* op_name(Op op) {
-  switch (op) {
-    case Op::kLoad: return "LOAD";
-    case Op::kCompute: return "COMPUTE";
-    case Op::kDrop: return "DROP";
-    case Op::kSync: return "SYNC";
-    case Op::kClock: return "CLOCK";
-    case Op::kStop: return "STOP";
-    case Op::kResult: return "RESULT";
-    case Op::kReady: return "READY";
-    case Op::kStats: return "STATS";
-    case Op::kShadowBegin: return "SHADOW_BEGIN";
-    case Op::kKvRows: return "KV_ROWS";
-    case Op::kPredict: return "PREDICT";
-    case Op::kMark: return "MARK";
-    case Op::kReschedule: return "RESCHEDULE";
-    case Op::kAbort: return "ABORT";
-    case Op::kKeepAlive: return "KEEP_ALIVE";
-  }
-  return "?";
-}
-
 namespace {
 [[noreturn]] void timeout_error(const std::string& what, double secs) {
   ODMOE_THROW(kMpi, "timeout", "timed out after " << secs << " s waiting for " << what,
@@ -186,12 +164,12 @@ Outbox::~Outbox() {
   }
 }
 
-void Outbox::send(int dest, int tag, const MsgHeader& h, const void* payload, size_t bytes) {
+void Outbox::send(int dest, int tag, const Message& m) {
   Pending p;
   p.dest = dest;
-  p.buf.resize(sizeof(MsgHeader) + bytes);
-  std::memcpy(p.buf.data(), &h, sizeof(MsgHeader));
-  if (bytes) std::memcpy(p.buf.data() + sizeof(MsgHeader), payload, bytes);
+  p.buf.resize(sizeof(MsgHeader) + m.payload.size());
+  std::memcpy(p.buf.data(), &m.header, sizeof(MsgHeader));
+  if (!m.payload.empty()) std::memcpy(p.buf.data() + sizeof(MsgHeader), m.payload.data(), m.payload.size());
   ODMOE_CHECK(p.buf.size() <= static_cast<size_t>(INT32_MAX), kMpi, "too-large",
               "a " << p.buf.size() << "-byte message exceeds MPI's count limit", "use a smaller --prefill-batch");
   ODMOE_MPI_CHECK(MPI_Isend(p.buf.data(), static_cast<int>(p.buf.size()), MPI_BYTE, dest, tag, comm_.comm(), &p.req));

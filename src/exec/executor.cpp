@@ -62,12 +62,7 @@ DistributedExpertExecutor::~DistributedExpertExecutor() {
   // the live expert ranks to exit now rather than leave them to their timeouts.
   if (finished_ || !opts_.degrade) return;
   try {
-    for (int r = 1; r <= sched_.n_workers(); ++r) {
-      MsgHeader h;
-      h.op = Op::kAbort;
-      h.seq = ++seq_;
-      out_.send(phys(r), kTagCmd, h);
-    }
+    for (int r = 1; r <= sched_.n_workers(); ++r) out_.send(phys(r), kTagCmd, msg::Abort{++seq_}.encode());
     const double until = now_s() + 1.0;  // a moment for the sends; a dead rank never takes one
     while (out_.in_flight() > 0 && now_s() < until) {
       out_.reap();
@@ -79,31 +74,16 @@ DistributedExpertExecutor::~DistributedExpertExecutor() {
 }
 
 void DistributedExpertExecutor::send_load(int layer, int expert, Placement p) {
-  MsgHeader h;
-  h.op = Op::kLoad;
-  h.layer = layer;
-  h.expert = expert;
-  h.slot = p.slot;
-  h.seq = ++seq_;
-  out_.send(phys(p.rank), kTagCmd, h);
+  out_.send(phys(p.rank), kTagCmd, msg::Load{layer, expert, p.slot, ++seq_}.encode());
   ++loads_;
 }
 
 void DistributedExpertExecutor::send_drop(Placement p) {
-  MsgHeader h;
-  h.op = Op::kDrop;
-  h.slot = p.slot;
-  h.seq = ++seq_;
-  out_.send(phys(p.rank), kTagCmd, h);
+  out_.send(phys(p.rank), kTagCmd, msg::Drop{p.slot, ++seq_}.encode());
 }
 
 void DistributedExpertExecutor::mark_memory(int64_t mark) {
-  for (int r = 1; r <= sched_.n_workers(); ++r) {
-    MsgHeader h;
-    h.op = Op::kMark;
-    h.seq = mark;
-    out_.send(phys(r), kTagCmd, h);
-  }
+  for (int r = 1; r <= sched_.n_workers(); ++r) out_.send(phys(r), kTagCmd, msg::Mark{mark}.encode());
   out_.reap();
 }
 
@@ -112,12 +92,7 @@ void DistributedExpertExecutor::keep_alive() {
   // decode, a long prefill elsewhere); it waits for main only up to --timeout.
   const double now = now_s(), quiet = opts_.timeout_s / 4;
   for (int r = 1; r <= sched_.n_workers(); ++r)
-    if (now - out_.last_send_s(phys(r)) > quiet) {
-      MsgHeader h;
-      h.op = Op::kKeepAlive;
-      h.seq = ++seq_;
-      out_.send(phys(r), kTagCmd, h);
-    }
+    if (now - out_.last_send_s(phys(r)) > quiet) out_.send(phys(r), kTagCmd, msg::KeepAlive{++seq_}.encode());
 }
 
 void DistributedExpertExecutor::start() {
@@ -131,30 +106,23 @@ void DistributedExpertExecutor::start() {
       }
   }
   const int W = sched_.n_workers();
-  for (int r = 1; r <= W; ++r) {
-    MsgHeader h;
-    h.op = Op::kSync;
-    h.seq = ++seq_;
-    out_.send(r, kTagCmd, h);
-  }
+  for (int r = 1; r <= W; ++r) out_.send(r, kTagCmd, msg::Sync{++seq_}.encode());
   for (int r = 1; r <= W; ++r)
-    comm_.recv(r, kTagReply, [&] { return "READY after the initial loads from " + comm_.where(r); }, {},
-               std::max(opts_.timeout_s, opts_.startup_timeout_s));
+    msg::Ready::decode(comm_.recv(r, kTagReply, [&] { return "READY after the initial loads from " + comm_.where(r); },
+                                  {}, std::max(opts_.timeout_s, opts_.startup_timeout_s)));
   trace_.add("initial loads", "load", kStreamStep, t0, now_s());
   // Clock offsets (for the trace): the ping-pong with the smallest round trip wins.
   for (int r = 1; r <= W; ++r) {
     double best = 1e30;
     for (int i = 0; i < 8; ++i) {
-      MsgHeader h;
-      h.op = Op::kClock;
-      h.seq = ++seq_;
       const double a = now_s();
-      out_.send(r, kTagCmd, h);
-      const Message m = comm_.recv(r, kTagReply, [&] { return "a clock reply from " + comm_.where(r); });
+      out_.send(r, kTagCmd, msg::Clock{++seq_, 0.0}.encode());
+      const msg::Clock reply =
+          msg::Clock::decode(comm_.recv(r, kTagReply, [&] { return "a clock reply from " + comm_.where(r); }));
       const double b = now_s();
       if (b - a < best) {
         best = b - a;
-        clock_offset_[static_cast<size_t>(r)] = m.header.time - 0.5 * (a + b);
+        clock_offset_[static_cast<size_t>(r)] = reply.time - 0.5 * (a + b);
       }
     }
     rtt_[static_cast<size_t>(r)] = best;
@@ -434,30 +402,27 @@ void DistributedExpertExecutor::send_layer(int layer, const float* h, size_t k, 
     size_t at = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
       const size_t m = chunks[c];
-      xs_.resize(m * d);
       // (A miss computed on a store rank names that rank itself.)
       const int dest = hs != host.end() ? p.rank : phys(p.rank);
       Pending pend{dest, e, {}};
+      msg::Compute cmd;
+      cmd.layer = layer;
+      cmd.expert = e;
+      cmd.slot = p.slot;
+      cmd.n_tokens = static_cast<int32_t>(m);
+      cmd.hidden.resize(m * d);
       for (size_t q = 0; q < m; ++q) {
         pend.pairs.push_back(pairs[at + q]);
-        std::memcpy(&xs_[q * d], h + (pairs[at + q] / k) * d, d * 4);
+        std::memcpy(&cmd.hidden[q * d], h + (pairs[at + q] / k) * d, d * 4);
       }
       at += m;
-      MsgHeader hd;
-      hd.op = Op::kCompute;
-      hd.layer = layer;
-      hd.expert = e;
-      hd.slot = p.slot;
-      hd.n_tokens = static_cast<int32_t>(m);
       // On demand (and a prompt's experts in cache mode) the last chunk evicts.
-      hd.flags = (loads_on_demand() && (!caching() || prefill_) && c + 1 == chunks.size()) ? kFlagLast : 0;
-      if (hs != host.end()) {
-        hd.flags = kFlagHost;
-        ++host_computes_;
-      }
-      hd.seq = ++seq_;
-      out_.send(dest, kTagCmd, hd, xs_.data(), m * d * 4);
-      pending_[hd.seq] = std::move(pend);
+      cmd.host = hs != host.end();
+      cmd.last = !cmd.host && loads_on_demand() && (!caching() || prefill_) && c + 1 == chunks.size();
+      host_computes_ += cmd.host;
+      cmd.seq = ++seq_;
+      out_.send(dest, kTagCmd, cmd.encode());
+      pending_[cmd.seq] = std::move(pend);
       ++computes_;
     }
   }
@@ -481,16 +446,15 @@ void DistributedExpertExecutor::collect(float* out) {
       recover(layer, e);  // re-plans over the ranks still alive and sends the layer again
       continue;
     }
-    ODMOE_CHECK(m.header.op == Op::kResult, kMpi, "protocol",
-                "expected RESULT, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
-    const auto it = pending_.find(m.header.seq);
+    const msg::Result res = msg::Result::decode(m);
+    const auto it = pending_.find(res.seq);
     ODMOE_CHECK(it != pending_.end() && it->second.rank == m.source, kMpi, "protocol",
-                "unexpected RESULT #" << m.header.seq << " from " << comm_.where(m.source), "");
+                "unexpected RESULT #" << res.seq << " from " << comm_.where(m.source), "");
     const Pending& p = it->second;
-    ODMOE_CHECK(m.payload.size() == p.pairs.size() * d * 4, kMpi, "protocol",
-                "RESULT from " << comm_.where(m.source) << " has " << m.payload.size() << " bytes, expected "
-                               << p.pairs.size() * d * 4, "");
-    const auto* y = reinterpret_cast<const float*>(m.payload.data());
+    ODMOE_CHECK(res.out.size() == p.pairs.size() * d, kMpi, "protocol",
+                "RESULT from " << comm_.where(m.source) << " has " << res.out.size() << " values, expected "
+                               << p.pairs.size() * d, "");
+    const float* y = res.out.data();
     for (size_t q = 0; q < p.pairs.size(); ++q) std::memcpy(&pair_out_[p.pairs[q] * d], y + q * d, d * 4);
     pending_.erase(it);
   }

@@ -22,12 +22,7 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
   const double bound = std::min(opts_.timeout_s, 5.0);
   const int W = sched_.n_workers();
   std::vector<int> alive, dead;
-  for (int r = 1; r <= W; ++r) {
-    MsgHeader h;
-    h.op = Op::kClock;
-    h.seq = ++seq_;
-    out_.send(phys(r), kTagCmd, h);
-  }
+  for (int r = 1; r <= W; ++r) out_.send(phys(r), kTagCmd, msg::Clock{++seq_, 0.0}.encode());
   for (int r = 1; r <= W; ++r) {
     bool answered = false;
     try {
@@ -53,12 +48,7 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
   ODMOE_CHECK(!alive.empty(), kMpi, "rank-failed", "every expert rank failed (" << names << ")", "restart the job");
 
   // The survivors finish their pulls; then the new schedule.
-  for (int r : alive) {
-    MsgHeader h;
-    h.op = Op::kSync;
-    h.seq = ++seq_;
-    out_.send(phys(r), kTagCmd, h);
-  }
+  for (int r : alive) out_.send(phys(r), kTagCmd, msg::Sync{++seq_}.encode());
   for (int r : alive)
     for (;;) {
       const Message m = comm_.recv(phys(r), kTagReply, [&] { return "READY from " + comm_.where(phys(r)); });
@@ -70,22 +60,12 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
   std::vector<int> phys2 = {0};
   for (int r : alive) phys2.push_back(phys(r));
   for (int i = 1; i <= W2; ++i) {
-    const int32_t v[5] = {W2, G2, sched_.lookahead(), opts_.predict_extra, i};
-    MsgHeader h;
-    h.op = Op::kReschedule;
-    h.seq = ++seq_;
-    out_.send(phys2[static_cast<size_t>(i)], kTagCmd, h, v, sizeof v);
+    const msg::Reschedule rs{++seq_, W2, G2, sched_.lookahead(), opts_.predict_extra, i};
+    out_.send(phys2[static_cast<size_t>(i)], kTagCmd, rs.encode());
   }
   for (int r : dead) {
     out_.abandon(phys(r));
-    failures_.push_back({{"rank", phys(r)},
-                         {"host", comm_.host(phys(r))},
-                         {"step", step_},
-                         {"layer", layer},
-                         {"detected_after_seconds", opts_.timeout_s},
-                         {"expert_ranks_after", W2},
-                         {"groups_after", G2},
-                         {"error", why.what()}});
+    failures_.push_back({phys(r), comm_.host(phys(r)), step_, layer, opts_.timeout_s, W2, G2, why.what()});
     dead_ranks_.push_back(phys(r));
   }
   phys_ = phys2;
@@ -120,96 +100,88 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
 nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, const nlohmann::json& main_rank_stats) {
   finished_ = true;
   const int W = sched_.n_workers();
-  for (int r = 1; r <= W; ++r) {
-    MsgHeader h;
-    h.op = Op::kStop;
-    h.seq = ++seq_;
-    h.flags = dead_ranks_.empty() ? 0 : kFlagDegraded;
-    out_.send(phys(r), kTagCmd, h);
-  }
-  std::vector<nlohmann::json> worker(static_cast<size_t>(W + 1));  // by index among the live ranks
+  for (int r = 1; r <= W; ++r) out_.send(phys(r), kTagCmd, msg::Stop{++seq_, !dead_ranks_.empty()}.encode());
+  std::vector<WorkerStats> worker(static_cast<size_t>(W + 1));  // by index among the live ranks
   for (int got = 0; got < W; ++got) {
     Message m = comm_.recv(MPI_ANY_SOURCE, kTagReply, [&] { return std::string("statistics from every expert rank"); });
-    ODMOE_CHECK(m.header.op == Op::kStats, kMpi, "protocol",
-                "expected STATS, got " << op_name(m.header.op) << " from " << comm_.where(m.source), "");
+    const msg::Stats st = msg::Stats::decode(m);
     const auto at = std::find(phys_.begin(), phys_.end(), m.source);
     ODMOE_CHECK(at != phys_.end() && at != phys_.begin(), kMpi, "protocol", "STATS from " << comm_.where(m.source), "");
-    worker[static_cast<size_t>(at - phys_.begin())] = nlohmann::json::parse(m.payload.begin(), m.payload.end());
+    worker[static_cast<size_t>(at - phys_.begin())] = WorkerStats::from_json(nlohmann::json::parse(st.json));
   }
   if (!dead_ranks_.empty()) set_job_degraded();
   out_.drain("the expert ranks to take STOP");
   predictor_->finish();
 
-  nlohmann::json j;
-  nlohmann::json ranks = nlohmann::json::array();
-  nlohmann::json m0 = main_rank_stats;
-  m0["compute_seconds"] = dense_s_;             // decode: attention, routers, shared experts, sampling
-  m0["message_wait_seconds"] = expert_wait_s_;  // decode: waiting for the expert ranks' results
-  m0["loads_sent"] = loads_;
-  m0["computes_sent"] = computes_;
-  m0["misses_computed_on_store_ranks"] = host_computes_;
-  ranks.push_back(m0);
-  double stall = 0, load = 0, compute = 0;
-  uint64_t bytes = 0;
+  ExecStats x;
+  x.main = MainRankStats::from_json(main_rank_stats);
+  x.main.compute_seconds = dense_s_;
+  x.main.message_wait_seconds = expert_wait_s_;
+  x.main.loads_sent = loads_;
+  x.main.computes_sent = computes_;
+  x.main.misses_computed_on_store_ranks = host_computes_;
+  TimingStats& t = x.timing;
   for (int r = 1; r <= W; ++r) {
-    nlohmann::json w = worker[static_cast<size_t>(r)];
-    w["clock_offset_seconds"] = clock_offset_[static_cast<size_t>(phys(r))];
-    w["clock_rtt_seconds"] = rtt_[static_cast<size_t>(phys(r))];
-    stall += w["stall_seconds"].get<double>();
-    load += w["load_seconds"].get<double>();
-    compute += w["compute_seconds"].get<double>();
-    bytes += w["bytes_pulled"].get<uint64_t>();
-    nlohmann::json copy = w;
-    copy.erase("trace_events");
-    ranks.push_back(copy);
+    WorkerStats w = worker[static_cast<size_t>(r)];
+    w.clock_offset_seconds = clock_offset_[static_cast<size_t>(phys(r))];
+    w.clock_rtt_seconds = rtt_[static_cast<size_t>(phys(r))];
+    t.workers_stall_seconds += w.stall_seconds;
+    t.workers_load_seconds += w.load_seconds;
+    t.workers_compute_seconds += w.compute_seconds;
+    t.workers_bytes_pulled += w.bytes_pulled;
+    w.trace_events = nullptr;
+    x.workers.push_back(w);
   }
-  for (int r : dead_ranks_) ranks.push_back({{"rank", r}, {"role", "worker"}, {"host", comm_.host(r)}, {"failed", true}});
-  j["ranks"] = ranks;
-  if (!failures_.empty()) j["failures"] = failures_;
+  for (int r : dead_ranks_) {
+    WorkerStats w;
+    w.rank = r;
+    w.host = comm_.host(r);
+    w.failed = true;
+    x.workers.push_back(w);
+  }
+  x.failures = failures_;
   if (caching()) {
-    j["cache"] = {{"slots_per_rank", n_cache_},
-                  {"policy", eviction_policy_name(cache_.policy())},
-                  {"substitute_alpha", opts_.substitute},
-                  {"substitutions", substitutions_},
-                  {"decode_experts_needed", cache_needed_},
-                  {"loaded_after_routing", cache_misses_},
-                  {"hit_rate", cache_needed_ ? 1.0 - static_cast<double>(cache_misses_) / static_cast<double>(cache_needed_) : 0.0},
-                  {"prefetch_loads", cache_prefetches_},
-                  {"evictions", cache_evictions_}};
+    CacheStats c;
+    c.slots_per_rank = n_cache_;
+    c.policy = eviction_policy_name(cache_.policy());
+    c.substitute_alpha = opts_.substitute;
+    c.substitutions = substitutions_;
+    c.decode_experts_needed = cache_needed_;
+    c.loaded_after_routing = cache_misses_;
+    c.prefetch_loads = cache_prefetches_;
+    c.evictions = cache_evictions_;
+    x.cache = c;
   }
-  j["schedule"] = {{"mode", mode_name(opts_.mode)},
-                   {"groups", sched_.n_groups()},
-                   {"lookahead", sched_.lookahead()},
-                   {"group_size", sched_.group_size()},
-                   {"workers", sched_.n_workers()},
-                   {"slots_per_worker", n_slots_},
-                   {"placement", store_placement_name(opts_.store.placement)},
-                   {"replicas", opts_.store.replicas},
-                   {"nodes", comm_.n_nodes()},
-                   {"load_gbps_emulated", opts_.load_gbps},
-                   {"prefill_batch", opts_.prefill_batch},
-                   {"description", sched_.to_string()}};
+  ScheduleStats& sc = x.schedule;
+  sc.mode = mode_name(opts_.mode);
+  sc.groups = sched_.n_groups();
+  sc.lookahead = sched_.lookahead();
+  sc.group_size = sched_.group_size();
+  sc.workers = sched_.n_workers();
+  sc.slots_per_worker = n_slots_;
+  sc.placement = store_placement_name(opts_.store.placement);
+  sc.replicas = opts_.store.replicas;
+  sc.nodes = comm_.n_nodes();
+  sc.load_gbps_emulated = opts_.load_gbps;
+  sc.prefill_batch = opts_.prefill_batch;
+  sc.description = sched_.to_string();
   // Eq. 1 of the paper: the time a group has to load its next layer while the others work.
-  const double t_main = decode_layers_ ? dense_s_ / static_cast<double>(decode_layers_) : 0.0;
-  const double t_worker = decode_layers_ ? expert_wait_s_ / static_cast<double>(decode_layers_) : 0.0;
+  const double layers = static_cast<double>(decode_layers_);
+  t.decode_layers = decode_layers_;
+  t.t_main_seconds_per_layer = decode_layers_ ? dense_s_ / layers : 0.0;
+  t.t_worker_seconds_per_layer = decode_layers_ ? expert_wait_s_ / layers : 0.0;
   const int G = sched_.n_groups();
-  j["timing"] = {{"decode_layers", decode_layers_},
-                 {"t_main_seconds_per_layer", t_main},
-                 {"t_worker_seconds_per_layer", t_worker},
-                 {"t_maxload_seconds", G * t_main + (G - 1) * t_worker},
-                 {"workers_load_seconds", load},
-                 {"workers_stall_seconds", stall},
-                 {"workers_compute_seconds", compute},
-                 {"workers_bytes_pulled", bytes},
-                 {"load_hidden_fraction", load > 0 ? std::max(0.0, 1.0 - stall / load) : 1.0},
-                 {"loads", loads_},
-                 {"computes", computes_}};
+  t.t_maxload_seconds = G * t.t_main_seconds_per_layer + (G - 1) * t.t_worker_seconds_per_layer;
+  t.load_hidden_fraction =
+      t.workers_load_seconds > 0 ? std::max(0.0, 1.0 - t.workers_stall_seconds / t.workers_load_seconds) : 1.0;
+  t.loads = loads_;
+  t.computes = computes_;
   nlohmann::json pj = ledger_.to_json();
   pj["name"] = predictor_->name();
   pj["wasted_loads"] = wasted_loads_;
   const nlohmann::json ps = predictor_->stats();
   for (const auto& [key, value] : ps.items()) pj[key] = value;
-  j["predictor"] = pj;
+  x.predictor = pj;
 
   if (!trace_path.empty()) {
     nlohmann::json events = nlohmann::json::array();
@@ -221,12 +193,12 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
       TraceRecorder::append_names(pr, "rank " + std::to_string(pr) + ": expert rank, group " +
                                           std::to_string(sched_.group_of_rank(r)) + " (" + comm_.host(pr) + ")",
                                   &events);
-      TraceRecorder::append_events(worker[static_cast<size_t>(r)]["trace_events"], pr,
+      TraceRecorder::append_events(worker[static_cast<size_t>(r)].trace_events, pr,
                                    clock_offset_[static_cast<size_t>(pr)], origin, &events);
     }
     write_json_file(trace_path, {{"traceEvents", events}, {"displayTimeUnit", "ms"}}, -1, "--trace");
   }
-  return j;
+  return x.to_json();
 }
 
 }  // namespace odmoe

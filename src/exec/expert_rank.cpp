@@ -13,6 +13,7 @@
 #include "odmoe/core/error.h"
 #include "odmoe/core/memory_stats.h"
 #include "odmoe/exec/expert_rank.h"
+#include "odmoe/exec/stats.h"
 #include "odmoe/exec/trace.h"
 
 namespace odmoe {
@@ -208,15 +209,12 @@ class Worker {
   // --on-worker-failure degrade: a rank died; main has re-planned the layers over the
   // survivors (payload: workers, groups, lookahead, extra, this rank's index among them).
   // Every slot is idle (main synced first); the loader restarts over the new slots.
-  void reschedule(const std::vector<char>& payload) {
-    ODMOE_CHECK(payload.size() == 5 * sizeof(int32_t), kMpi, "protocol", "RESCHEDULE with " << payload.size() << " bytes", "");
-    int32_t v[5];
-    std::memcpy(v, payload.data(), sizeof v);
+  void reschedule(const msg::Reschedule& rs) {
     for (int s = 0; s < n_slots_; ++s) wait_slot(s, "RESCHEDULE");
     loader_->stop();
     retired_.push_back(std::move(loader_));
-    sched_ = Schedule(cfg_.n_layer, cfg_.n_expert, cfg_.n_expert_used, v[0], v[1], v[2], v[3]);
-    index_ = v[4];
+    sched_ = Schedule(cfg_.n_layer, cfg_.n_expert, cfg_.n_expert_used, rs.workers, rs.groups, rs.lookahead, rs.extra);
+    index_ = rs.index;
     allocate_slots(worker_slots(sched_, opts_));
     loader_ = std::make_unique<Loader>(comm_, store_, opts_, slots_);
     ++reschedules_;
@@ -238,54 +236,49 @@ class Worker {
           started ? idle_bound : std::max(idle_bound, opts_.startup_timeout_s));
       const double t1 = now_s();
       msg_wait_s_ += t1 - t0;
-      const MsgHeader& h = m.header;
-      switch (h.op) {
-        case Op::kLoad: load(h); break;
+      switch (m.header.op) {
+        case Op::kLoad: load(msg::Load::decode(m)); break;
         case Op::kCompute:
           started = true;
-          compute(h, m.payload);
+          compute(msg::Compute::decode(m));
           break;
-        case Op::kDrop: slot_at(h.slot).layer = slot_at(h.slot).expert = -1; break;
-        case Op::kReschedule: reschedule(m.payload); break;
-        case Op::kKeepAlive: break;
+        case Op::kDrop: {
+          Slot& s = slot_at(msg::Drop::decode(m).slot);
+          s.layer = s.expert = -1;
+          break;
+        }
+        case Op::kReschedule: reschedule(msg::Reschedule::decode(m)); break;
+        case Op::kKeepAlive: msg::KeepAlive::decode(m); break;
         case Op::kAbort:
           std::fprintf(stderr, "odmoe: %s: main failed (its error is above); this rank exits\n",
                        comm_.where(comm_.rank()).c_str());
           std::fflush(stderr);
           std::_Exit(1);
         case Op::kMark:
-          marks_.push_back({{"mark", h.seq}, {"rss_bytes", current_rss_bytes()}, {"peak_rss_bytes", peak_rss_bytes()}});
+          marks_.push_back(MemoryMark::now(msg::Mark::decode(m).mark));
           break;
         case Op::kSync: {
+          const msg::Sync sync = msg::Sync::decode(m);
           for (int s = 0; s < n_slots_; ++s) wait_slot(s, "SYNC");
-          MsgHeader r;
-          r.op = Op::kReady;
-          r.seq = h.seq;
-          out_.send(0, kTagReply, r);
+          out_.send(0, kTagReply, msg::Ready{sync.seq}.encode());
           break;
         }
-        case Op::kClock: {
-          MsgHeader r;
-          r.op = Op::kClock;
-          r.seq = h.seq;
-          r.time = now_s();
-          out_.send(0, kTagReply, r);
+        case Op::kClock:
+          out_.send(0, kTagReply, msg::Clock{msg::Clock::decode(m).seq, now_s()}.encode());
           break;
-        }
         case Op::kStop: {
+          const msg::Stop stop = msg::Stop::decode(m);
           for (int s = 0; s < n_slots_; ++s) wait_slot(s, "STOP");
           loader_->stop();
           store_.check_files(0);  // a run shorter than the check period is checked too
-          const std::string js = stats().dump();
-          MsgHeader r;
-          r.op = Op::kStats;
-          out_.send(0, kTagReply, r, js.data(), js.size());
+          out_.send(0, kTagReply, msg::Stats{stats().to_json().dump()}.encode());
           out_.drain("main to take this rank's statistics");
-          if (h.flags & kFlagDegraded) set_job_degraded();
+          if (stop.degraded) set_job_degraded();
           return;
         }
         default:
-          ODMOE_THROW(kMpi, "protocol", "unexpected " << op_name(h.op) << " from main", "all ranks must run the same build");
+          ODMOE_THROW(kMpi, "protocol", "unexpected " << op_name(m.header.op) << " from main",
+                      "all ranks must run the same build");
       }
       out_.reap();
       store_.check_files();
@@ -304,7 +297,7 @@ class Worker {
     if (!e.empty()) ODMOE_THROW(kMpi, "loader", "pulling an expert failed: " << e, "");
   }
 
-  void load(const MsgHeader& h) {
+  void load(const msg::Load& h) {
     Slot& s = slot_at(h.slot);
     wait_slot(h.slot, "a reused slot");  // a dropped expert's gets may still be landing
     const ExpertEntry& en = store_.entry(h.layer, h.expert);
@@ -340,14 +333,14 @@ class Worker {
     return now_s() - t0;
   }
 
-  void compute(const MsgHeader& h, const std::vector<char>& payload) {
+  void compute(const msg::Compute& h) {
     const size_t d = static_cast<size_t>(cfg_.n_embd), n = static_cast<size_t>(h.n_tokens);
-    ODMOE_CHECK(payload.size() == n * d * 4, kMpi, "protocol",
-                "COMPUTE with " << payload.size() << " payload bytes for " << n << " tokens of " << d, "");
+    ODMOE_CHECK(h.hidden.size() == n * d, kMpi, "protocol",
+                "COMPUTE with " << h.hidden.size() << " values for " << n << " tokens of " << d, "");
     const double t0 = now_s();
     const uint8_t* base = nullptr;
     Slot* s = nullptr;
-    if (h.flags & kFlagHost) {
+    if (h.host) {
       // A miss computed where the expert already is: this store rank's mapped shard.
       base = store_.local_data(h.layer, h.expert);
       ODMOE_CHECK(base, kMpi, "protocol",
@@ -380,57 +373,52 @@ class Worker {
       w.scales = rec.len[3 + t] ? reinterpret_cast<const float*>(base + rec.rel[3 + t]) : nullptr;
       return w;
     };
-    y_.resize(n * d);
-    expert_forward(be_, view(0, ff, d), view(1, ff, d), view(2, d, ff), reinterpret_cast<const float*>(payload.data()),
-                   n, y_.data(), &scratch_);
+    msg::Result r{h.layer, h.expert, h.seq, h.n_tokens, std::vector<float>(n * d)};
+    expert_forward(be_, view(0, ff, d), view(1, ff, d), view(2, d, ff), h.hidden.data(), n, r.out.data(), &scratch_);
     const double t2 = now_s();
     compute_s_ += t2 - t1;
     ++computes_;
     trace_.add("expert L" + std::to_string(h.layer) + " E" + std::to_string(h.expert), "compute", kStreamCompute, t1, t2,
                {{"tokens", n}});
-    MsgHeader r = h;
-    r.op = Op::kResult;
-    out_.send(0, kTagReply, r, y_.data(), n * d * 4);
-    if (s && (h.flags & kFlagLast)) s->layer = s->expert = -1;  // evict: the slot is free for the next load
+    out_.send(0, kTagReply, r.encode());
+    if (s && h.last) s->layer = s->expert = -1;  // evict: the slot is free for the next load
   }
 
-  nlohmann::json stats() {
-    nlohmann::json events = trace_.to_json();
-    double load_s = loader_->load_seconds;
-    uint64_t verified = loader_->verified;
+  WorkerStats stats() {
+    WorkerStats w;
+    w.trace_events = trace_.to_json();
+    w.load_seconds = loader_->load_seconds;
+    w.pulls_verified = loader_->verified;
     for (const auto& l : retired_) {
-      load_s += l->load_seconds;
-      verified += l->verified;
-      for (const auto& e : l->trace().to_json()) events.push_back(e);
+      w.load_seconds += l->load_seconds;
+      w.pulls_verified += l->verified;
+      for (const auto& e : l->trace().to_json()) w.trace_events.push_back(e);
     }
-    for (const auto& e : loader_->trace().to_json()) events.push_back(e);
-    return {{"rank", comm_.rank()},
-            {"host", comm_.host(comm_.rank())},
-            {"role", "worker"},
-            {"group", sched_.group_of_rank(index_)},
-            {"reschedules", reschedules_},
-            {"slots", n_slots_},
-            {"slot_bytes", slot_bytes_},
-            {"store_bytes", store_.bytes_held()},
-            {"progress_thread", store_.progress_thread_running()},
-            {"pulls", pulls_},
-            {"host_computes", host_computes_},
-            {"pulls_from_own_window", pulls_local_rank_},
-            {"pulls_from_other_nodes", pulls_remote_node_},
-            {"bytes_pulled", bytes_pulled_},
-            {"pulls_verified", verified},
-            {"load_seconds", load_s},
-            {"computes", computes_},
-            {"compute_seconds", compute_s_},
-            {"stall_seconds", stall_s_},
-            {"message_wait_seconds", msg_wait_s_},
-            {"peak_host_bytes", peak_rss_bytes()},
-            {"memory_marks", marks_},
-            {"device", be_.name()},
-            {"trace_events", events}};
+    for (const auto& e : loader_->trace().to_json()) w.trace_events.push_back(e);
+    w.rank = comm_.rank();
+    w.host = comm_.host(comm_.rank());
+    w.group = sched_.group_of_rank(index_);
+    w.reschedules = reschedules_;
+    w.slots = n_slots_;
+    w.slot_bytes = slot_bytes_;
+    w.store_bytes = store_.bytes_held();
+    w.progress_thread = store_.progress_thread_running();
+    w.pulls = pulls_;
+    w.host_computes = host_computes_;
+    w.pulls_from_own_window = pulls_local_rank_;
+    w.pulls_from_other_nodes = pulls_remote_node_;
+    w.bytes_pulled = bytes_pulled_;
+    w.computes = computes_;
+    w.compute_seconds = compute_s_;
+    w.stall_seconds = stall_s_;
+    w.message_wait_seconds = msg_wait_s_;
+    w.peak_host_bytes = peak_rss_bytes();
+    w.memory_marks = marks_;
+    w.device = be_.name();
+    return w;
   }
 
-  nlohmann::json marks_ = nlohmann::json::array();  // kMark: memory at main's marks (batch generation)
+  std::vector<MemoryMark> marks_;  // Mark: memory at main's marks (batch generation)
   const Comm& comm_;
   ExpertStore& store_;
   Backend& be_;
@@ -445,7 +433,7 @@ class Worker {
   int n_slots_ = 0;
   uint64_t slot_bytes_ = 0;
   std::vector<Slot> slots_;
-  std::vector<float> y_, scratch_;
+  std::vector<float> scratch_;  // f32: the expert's intermediate activations (expert_forward)
   std::unique_ptr<Loader> loader_;  // last: stopped before the slots it fills are freed
   uint64_t bytes_pulled_ = 0, pulls_ = 0, pulls_local_rank_ = 0, pulls_remote_node_ = 0, computes_ = 0, host_computes_ = 0;
   double compute_s_ = 0, stall_s_ = 0, msg_wait_s_ = 0;

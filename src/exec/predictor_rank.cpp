@@ -18,12 +18,7 @@ class ToMain final : public PredictionSink {
  public:
   explicit ToMain(Outbox& out) : out_(out) {}
   void publish(const Prediction& p) override {
-    MsgHeader h;
-    h.op = Op::kPredict;
-    h.seq = p.step;
-    h.layer = p.layer;
-    h.n_tokens = static_cast<int32_t>(p.experts.size());
-    out_.send(0, kTagPredict, h, p.experts.data(), p.experts.size() * sizeof(int32_t));
+    out_.send(0, kTagPredict, msg::Predict{p.step, p.layer, p.experts}.encode());
   }
 
  private:
@@ -39,27 +34,17 @@ class RemoteShadowPredictor final : public Predictor {
   void begin_step(int step, int pos, const int32_t* tokens, size_t n, PredictionSink& sink) override {
     pos_ = pos;
     n_ = n;
-    MsgHeader h;
-    h.op = Op::kShadowBegin;
-    h.seq = step;
-    h.slot = pos;
-    h.n_tokens = static_cast<int32_t>(n);
-    out_.send(rank_, kTagCmd, h, tokens, n * sizeof(int32_t));
+    out_.send(rank_, kTagCmd, msg::ShadowBegin{step, pos, std::vector<int32_t>(tokens, tokens + n)}.encode());
     poll(sink);
   }
 
   // The layer's attention has written its KV rows: the shadow may align to them.
   void after_routing(int, int layer, const float*, size_t, const int32_t*, size_t, PredictionSink& sink) override {
     const size_t kv = full_.kv_dim();
-    buf_.resize(2 * n_ * kv);
-    std::memcpy(buf_.data(), full_.k_row(layer, pos_), n_ * kv * sizeof(float));
-    std::memcpy(buf_.data() + n_ * kv, full_.v_row(layer, pos_), n_ * kv * sizeof(float));
-    MsgHeader h;
-    h.op = Op::kKvRows;
-    h.layer = layer;
-    h.slot = pos_;
-    h.n_tokens = static_cast<int32_t>(n_);
-    out_.send(rank_, kTagCmd, h, buf_.data(), buf_.size() * sizeof(float));
+    msg::KvRows rows{layer, pos_, static_cast<int32_t>(n_), std::vector<float>(2 * n_ * kv)};
+    std::memcpy(rows.rows.data(), full_.k_row(layer, pos_), n_ * kv * sizeof(float));
+    std::memcpy(rows.rows.data() + n_ * kv, full_.v_row(layer, pos_), n_ * kv * sizeof(float));
+    out_.send(rank_, kTagCmd, rows.encode());
     poll(sink);
   }
 
@@ -75,9 +60,7 @@ class RemoteShadowPredictor final : public Predictor {
   }
 
   void finish() override {
-    MsgHeader h;
-    h.op = Op::kStop;
-    out_.send(rank_, kTagCmd, h);
+    out_.send(rank_, kTagCmd, msg::Stop{}.encode());
     while (stats_.is_null()) {
       Message m = comm_.recv(rank_, kTagPredict, [&] { return "the statistics of the predictor rank " + comm_.where(rank_); });
       take(m, nullptr);  // late predictions are dropped
@@ -95,18 +78,15 @@ class RemoteShadowPredictor final : public Predictor {
  private:
   void take(const Message& m, PredictionSink* sink) {
     if (m.header.op == Op::kStats) {
-      stats_ = nlohmann::json::parse(m.payload.begin(), m.payload.end());
+      stats_ = nlohmann::json::parse(msg::Stats::decode(m).json);
       return;
     }
-    ODMOE_CHECK(m.header.op == Op::kPredict && m.payload.size() == static_cast<size_t>(m.header.n_tokens) * sizeof(int32_t),
-                kMpi, "protocol", "unexpected " << op_name(m.header.op) << " from the predictor rank " << comm_.where(rank_),
-                "all ranks must run the same build");
+    const msg::Predict pm = msg::Predict::decode(m);
     if (!sink) return;
     Prediction p;
-    p.step = static_cast<int>(m.header.seq);
-    p.layer = m.header.layer;
-    p.experts.resize(static_cast<size_t>(m.header.n_tokens));
-    std::memcpy(p.experts.data(), m.payload.data(), m.payload.size());
+    p.step = static_cast<int>(pm.step);
+    p.layer = pm.layer;
+    p.experts = pm.experts;
     p.time = now_s();  // usable from when it arrived (the ranks' clocks may differ)
     sink->publish(p);
   }
@@ -117,7 +97,6 @@ class RemoteShadowPredictor final : public Predictor {
   Outbox out_;
   int pos_ = 0;
   size_t n_ = 0;
-  std::vector<float> buf_;
   nlohmann::json stats_;
 };
 
@@ -146,35 +125,33 @@ void run_shadow_rank(const Comm& comm, const ModelFiles& files, int n_ctx, const
         },
         started ? opts.timeout_s : std::max(opts.timeout_s, opts.startup_timeout_s));
     started = true;
-    const MsgHeader& h = m.header;
-    switch (h.op) {
+    switch (m.header.op) {
       case Op::kShadowBegin: {
-        const size_t n = static_cast<size_t>(h.n_tokens);
-        ODMOE_CHECK(n > 0 && m.payload.size() == n * sizeof(int32_t), kMpi, "protocol", "bad SHADOW_BEGIN from main", "");
-        if (h.slot == 0) mirror.reset();
-        shadow->begin_step(static_cast<int>(h.seq), h.slot, reinterpret_cast<const int32_t*>(m.payload.data()), n, sink);
+        const msg::ShadowBegin b = msg::ShadowBegin::decode(m);
+        if (b.pos == 0) mirror.reset();
+        shadow->begin_step(static_cast<int>(b.step), b.pos, b.tokens.data(), b.tokens.size(), sink);
         break;
       }
       case Op::kKvRows: {
-        const size_t n = static_cast<size_t>(h.n_tokens), kv = mirror.kv_dim();
-        ODMOE_CHECK(m.payload.size() == 2 * n * kv * sizeof(float), kMpi, "protocol", "bad KV_ROWS from main", "");
-        const auto* k = reinterpret_cast<const float*>(m.payload.data());
-        mirror.write(h.layer, h.slot, n, k, k + n * kv);
+        const msg::KvRows r = msg::KvRows::decode(m);
+        const size_t n = static_cast<size_t>(r.n_tokens), kv = mirror.kv_dim();
+        ODMOE_CHECK(r.rows.size() == 2 * n * kv, kMpi, "protocol",
+                    "KV_ROWS from main has " << r.rows.size() << " values; " << n << " rows of K and V take " << 2 * n * kv,
+                    "all ranks must run the same odmoe build");
+        mirror.write(r.layer, r.pos, n, r.rows.data(), r.rows.data() + n * kv);
         break;
       }
       case Op::kStop: {
+        msg::Stop::decode(m);
         shadow->poll(sink);
         nlohmann::json st = shadow->stats();
         st["peak_host_bytes"] = peak_rss_bytes();
-        const std::string js = st.dump();
-        MsgHeader r;
-        r.op = Op::kStats;
-        out.send(0, kTagPredict, r, js.data(), js.size());
+        out.send(0, kTagPredict, msg::Stats{st.dump()}.encode());
         out.drain("main to take the predictor rank's statistics");
         return;
       }
       default:
-        ODMOE_THROW(kMpi, "protocol", "unexpected " << op_name(h.op) << " from main at the predictor rank",
+        ODMOE_THROW(kMpi, "protocol", "unexpected " << op_name(m.header.op) << " from main at the predictor rank",
                     "all ranks must run the same build");
     }
     shadow->poll(sink);

@@ -1,5 +1,5 @@
 // What every rank of a distributed run shares: a private communicator, the host of every
-// rank (for error messages), the protocol's message format, and waits that are always
+// rank (for error messages), the transport of the protocol's messages (protocol.h), and waits that are always
 // bounded: a dead or stuck peer becomes a clear error naming its rank and host, never a hang.
 #pragma once
 
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "odmoe/comm/protocol.h"
 #include "odmoe/core/clock.h"
 
 // Every MPI call's return code is checked: ODMOE_MPI_CHECK(MPI_Isend(...)) throws odmoe::Error
@@ -43,59 +44,11 @@ void mpi_report(const char* call, int rc, const char* file, int line) noexcept;
 void mpi_init(int* argc, char*** argv);
 void mpi_finalize();
 
-// Protocol operations. Main sends commands (tag kTagCmd), workers reply (tag kTagReply).
-enum class Op : int32_t {
-  kLoad = 1,   // main -> worker: pull expert (layer, expert) into `slot`
-  kCompute,    // main -> worker: run the expert in `slot` on n_tokens hidden states (payload);
-               //   flags & kFlagLast: evict the slot afterwards; flags & kFlagHost: no slot,
-               //   compute from this store rank's own mapped copy (--miss-policy cpu)
-  kDrop,       // main -> worker: the expert in `slot` is not needed; free the slot
-  kSync,       // main -> worker: finish every pull in flight, then answer kReady
-  kClock,      // main <-> worker: clock offset estimate (payload-free ping-pong)
-  kStop,       // main -> worker: answer kStats and leave the loop
-  kResult,     // worker -> main: expert output for a kCompute (payload [n_tokens, n_embd])
-  kReady,      // worker -> main: answer to kSync
-  kStats,      // worker -> main: its statistics and trace events, JSON text (payload)
-  // With --predictor-rank (tags kTagCmd from main, kTagPredict to main):
-  kShadowBegin,  // main -> predictor rank: step `seq` begins at position `slot`, n_tokens tokens (payload int32)
-  kKvRows,       // main -> predictor rank: layer `layer`, rows [slot, slot + n_tokens): K then V (payload f32)
-  kPredict,      // predictor rank -> main: step `seq`, layer `layer`: n_tokens expert ids (payload int32)
-  kMark,         // main -> worker: record memory mark `seq` (resident set now and its peak); no answer
-  kReschedule,   // main -> worker (--on-worker-failure degrade, after kSync): a new schedule over the
-                 //   surviving ranks, payload int32 {workers, groups, lookahead, extra, this rank's index}
-  kAbort,        // main -> worker (--on-worker-failure degrade): main failed; exit now, status 1
-  kKeepAlive,    // main -> worker: nothing to do; sent to a rank main has sent nothing for a while, so
-                 //   that its bounded wait for main measures main's liveness, not its own idleness
-};
-const char* op_name(Op op);
-
-inline constexpr int kTagCmd = 11;
-inline constexpr int kTagReply = 12;
-inline constexpr int kTagPredict = 13;  // predictor rank -> main: kPredict, and kStats at the end
-inline constexpr int32_t kFlagLast = 1;
-// COMPUTE on a store rank from its own mapped copy of the expert, no slot (--miss-policy cpu).
-inline constexpr int32_t kFlagHost = 2;
-// STOP after a rank failed (--on-worker-failure degrade): the job cannot finalize MPI.
-inline constexpr int32_t kFlagDegraded = 4;
-
 // True once this process took part in a run that lost a rank and carried on without it
 // (--on-worker-failure degrade). MPI without fault tolerance cannot finalize (or free
 // windows) with a dead rank, so such a process ends without MPI_Finalize.
 bool job_degraded();
 void set_job_degraded();
-
-struct MsgHeader {
-  Op op = Op::kStop;
-  int32_t layer = -1, expert = -1, slot = -1, n_tokens = 0, flags = 0;
-  int64_t seq = 0;  // main's number for the command; a kResult carries its kCompute's
-  double time = 0;  // sender's clock (kClock)
-};
-
-struct Message {
-  int source = -1;
-  MsgHeader header;
-  std::vector<char> payload;
-};
 
 class Comm {
  public:
@@ -142,7 +95,8 @@ class Outbox {
  public:
   explicit Outbox(const Comm& comm) : comm_(comm) {}
   ~Outbox();
-  void send(int dest, int tag, const MsgHeader& h, const void* payload = nullptr, size_t bytes = 0);
+  // Sends `m` (m.source is not sent): build it with a message struct's encode().
+  void send(int dest, int tag, const Message& m);
   void reap();                          // frees completed sends
   void drain(const std::string& what);  // waits (bounded) for every send
   // Gives up on the sends to `dest` (a rank that died): they are never waited for; their

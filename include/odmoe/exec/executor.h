@@ -1,7 +1,7 @@
 // Main's side of the distributed runtime: an ExpertExecutor that schedules experts on the
 // expert ranks (exec/expert_rank.h is their side). DESIGN.md "Ranks and what each one does".
 //
-// Protocol (comm.h): main sends LOAD(layer, expert, slot), COMPUTE(layer, expert, slot,
+// Protocol (comm/protocol.h): main sends LOAD(layer, expert, slot), COMPUTE(layer, expert, slot,
 // hidden states), DROP(slot), SYNC, STOP; workers answer RESULT, READY, STATS. Every wait
 // is bounded by --timeout. Main applies the gate weights and sums expert outputs in
 // routing order, exactly as the single-process path does, so results never depend on
@@ -24,6 +24,7 @@
 #include "odmoe/sched/expert_cache.h"
 #include "odmoe/sched/schedule.h"
 #include "odmoe/predict/shadow.h"
+#include "odmoe/exec/stats.h"
 #include "odmoe/exec/trace.h"
 #include "odmoe/exec/options.h"
 #include "odmoe/model/model.h"
@@ -133,7 +134,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   double t_submit_ = 0;
   int64_t seq_ = 0;
   std::map<int64_t, Pending> pending_;
-  std::vector<float> pair_out_, xs_;
+  std::vector<float> pair_out_;  // f32 [n_tokens * k, n_embd]: each (token, choice)'s expert output
 
   // Cache mode: what each expert rank's cache slots hold (indexed by MPI rank), the
   // eviction policy and substitution (sched/expert_cache.h).
@@ -158,7 +159,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // is the MPI rank of the r-th (identity until a rank fails).
   std::vector<int> phys_;
   std::vector<int> dead_ranks_;
-  nlohmann::json failures_ = nlohmann::json::array();
+  std::vector<FailureRecord> failures_;
   std::vector<float> cur_h_;  // the layer in flight, to send again after a failure
   std::vector<int32_t> cur_ids_;
   bool resending_ = false;
