@@ -19,7 +19,7 @@
 //   recover()        a timed-out rank (--on-worker-failure degrade): re-plan over survivors
 //   finish()         STOP, STATS from every rank, trace file      (executor_end.cpp)
 //
-// Loads are kept per (step & 1, layer) in plan_ (the two-step ring): expert -> Placement.
+// Which load goes where and when is the planner's (sched/load_planner.h); this file sends.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -37,20 +37,15 @@ namespace odmoe {
 DistributedExpertExecutor::DistributedExpertExecutor(const Comm& comm, const ModelFiles& files,
                                                      const ExpertStore& store, const Schedule& sched,
                                                      const DistOptions& opts, std::unique_ptr<Predictor> predictor)
-    : comm_(comm), store_(store), sched_(sched), opts_(opts), predictor_(std::move(predictor)), out_(comm),
-      trace_(opts.trace), n_embd_(files.config().n_embd), n_layer_(files.config().n_layer),
-      n_expert_(files.config().n_expert),
+    : comm_(comm), store_(store), opts_(opts), predictor_(std::move(predictor)), out_(comm), trace_(opts.trace),
+      n_embd_(files.config().n_embd), n_layer_(files.config().n_layer), n_expert_(files.config().n_expert),
       ledger_(files.config().n_layer, files.config().n_expert, sched.n_groups() - 1),
-      cache_(comm.size(), cache_slots(sched, opts), files.config().n_layer, files.config().n_expert,
-             opts.cache_by_score ? EvictionPolicy::kScore
-             : opts.cache_lfu    ? EvictionPolicy::kLfu
-                                 : EvictionPolicy::kLru) {
+      planner_(sched, opts.mode, cache_slots(sched, opts), comm.size(),
+               opts.cache_by_score ? EvictionPolicy::kScore
+               : opts.cache_lfu    ? EvictionPolicy::kLfu
+                                   : EvictionPolicy::kLru) {
   n_slots_ = worker_slots(sched, opts);
-  n_cache_ = cache_slots(sched, opts);
   norm_topk_ = files.config().norm_topk_prob;
-  dispatched_.assign(static_cast<size_t>(2 * n_layer_), false);
-  plan_.resize(static_cast<size_t>(2 * n_layer_));
-  group_next_.assign(static_cast<size_t>(sched.n_groups()), 0);
   clock_offset_.assign(static_cast<size_t>(comm.size()), 0.0);
   rtt_.assign(static_cast<size_t>(comm.size()), 0.0);
   for (int r = 0; r <= sched.n_workers(); ++r) phys_.push_back(r);
@@ -62,7 +57,7 @@ DistributedExpertExecutor::~DistributedExpertExecutor() {
   // the live expert ranks to exit now rather than leave them to their timeouts.
   if (finished_ || !opts_.degrade) return;
   try {
-    for (int r = 1; r <= sched_.n_workers(); ++r) out_.send(phys(r), kTagCmd, msg::Abort{++seq_}.encode());
+    for (int r = 1; r <= sched().n_workers(); ++r) out_.send(phys(r), kTagCmd, msg::Abort{++seq_}.encode());
     const double until = now_s() + 1.0;  // a moment for the sends; a dead rank never takes one
     while (out_.in_flight() > 0 && now_s() < until) {
       out_.reap();
@@ -82,8 +77,15 @@ void DistributedExpertExecutor::send_drop(Placement p) {
   out_.send(phys(p.rank), kTagCmd, msg::Drop{p.slot, ++seq_}.encode());
 }
 
+void DistributedExpertExecutor::send(const PlanActions& actions) {
+  for (const PlanAction& a : actions) {
+    if (a.kind == PlanAction::kLoad) send_load(a.layer, a.expert, a.at);
+    else send_drop(a.at);
+  }
+}
+
 void DistributedExpertExecutor::mark_memory(int64_t mark) {
-  for (int r = 1; r <= sched_.n_workers(); ++r) out_.send(phys(r), kTagCmd, msg::Mark{mark}.encode());
+  for (int r = 1; r <= sched().n_workers(); ++r) out_.send(phys(r), kTagCmd, msg::Mark{mark}.encode());
   out_.reap();
 }
 
@@ -91,21 +93,14 @@ void DistributedExpertExecutor::keep_alive() {
   // An expert rank may have nothing to do for long stretches (a group larger than top-k in
   // decode, a long prefill elsewhere); it waits for main only up to --timeout.
   const double now = now_s(), quiet = opts_.timeout_s / 4;
-  for (int r = 1; r <= sched_.n_workers(); ++r)
+  for (int r = 1; r <= sched().n_workers(); ++r)
     if (now - out_.last_send_s(phys(r)) > quiet) out_.send(phys(r), kTagCmd, msg::KeepAlive{++seq_}.encode());
 }
 
 void DistributedExpertExecutor::start() {
   const double t0 = now_s();
-  if (opts_.mode == Mode::kResident) {
-    for (int l = 0; l < n_layer_; ++l)
-      for (int e = 0; e < n_expert_; ++e) {
-        const Placement p = sched_.resident_place(l, e);
-        send_load(l, e, p);
-        plan_[static_cast<size_t>(l)][e] = p;
-      }
-  }
-  const int W = sched_.n_workers();
+  send(planner_.resident_loads());
+  const int W = sched().n_workers();
   for (int r = 1; r <= W; ++r) out_.send(r, kTagCmd, msg::Sync{++seq_}.encode());
   for (int r = 1; r <= W; ++r)
     msg::Ready::decode(comm_.recv(r, kTagReply, [&] { return "READY after the initial loads from " + comm_.where(r); },
@@ -130,134 +125,29 @@ void DistributedExpertExecutor::start() {
   out_.reap();
 }
 
-int64_t DistributedExpertExecutor::next_of_group(int64_t gl) const {
-  const int64_t step = gl / n_layer_, layer = gl % n_layer_, G = sched_.n_groups();
-  return layer + G < n_layer_ ? gl + G : (step + 1) * n_layer_ + layer % G;
-}
-
-Placement DistributedExpertExecutor::place(int step, int layer, int j) const {
-  // The group's round: how many layers it has computed before this one, over all steps.
-  const int G = sched_.n_groups(), g = layer % G;
-  const int64_t rounds_per_step = (n_layer_ - g + G - 1) / G;
-  const int64_t round = static_cast<int64_t>(step) * rounds_per_step + layer / G;
-  return sched_.decode_place(layer, j, static_cast<int>(round % sched_.lookahead()));
-}
-
-Placement DistributedExpertExecutor::free_place(int step, int layer, const std::map<int, Placement>& plan) const {
-  for (int j = 0; j < sched_.decode_capacity(); ++j) {
-    const Placement c = place(step, layer, j);
-    if (std::none_of(plan.begin(), plan.end(), [&](const auto& kv) { return kv.second == c; })) return c;
-  }
-  return {};
-}
-
-void DistributedExpertExecutor::clear_ring(int step, bool drop_loads) {
-  for (int l = 0; l < n_layer_; ++l) {
-    const size_t r = ring(step, l);
-    if (drop_loads && !caching())
-      for (const auto& [e, p] : plan_[r]) send_drop(p);
-    plan_[r].clear();
-    dispatched_[r] = false;
-  }
-}
-
 void DistributedExpertExecutor::publish(const Prediction& p) {
   if (!loads_on_demand()) return;
   if (p.step == step_ && (prefill_ || p.layer < layers_done_)) return;  // moot or too late
   if (p.step == step_ && p.layer == cur_layer_) return;                    // routed already
-  if (!ledger_.publish(p, sched_.decode_capacity())) return;
+  if (!ledger_.publish(p, sched().decode_capacity())) return;
   if (trace_.enabled())  // (the arguments cost a JSON array per prediction)
     trace_.add("prediction S" + std::to_string(p.step) + " L" + std::to_string(p.layer), "predict", kStreamStep, p.time,
                p.time, {{"experts", p.experts}});
   // Loads already out for this layer follow the new prediction.
-  if (dispatched_[ring(p.step, p.layer)]) dispatch(p.step, p.layer);
+  send(planner_.follow(p.step, p.layer, ledger_.predicted(p.step, p.layer)));
   pump();
 }
 
 void DistributedExpertExecutor::poll_predictor() { predictor_->poll(*this); }
 
-void DistributedExpertExecutor::dispatch(int step, int layer) {
-  const size_t r = ring(step, layer);
-  dispatched_[r] = true;
-  auto& plan = plan_[r];
-  const std::vector<int32_t>& want = ledger_.predicted(step, layer);
-  for (auto it = plan.begin(); it != plan.end();) {
-    if (std::find(want.begin(), want.end(), it->first) != want.end()) {
-      ++it;
-      continue;
-    }
-    if (!caching()) send_drop(it->second);  // a cached expert stays cached; it is just not pinned
-    ++wasted_loads_;
-    it = plan.erase(it);
-  }
-  for (int32_t e : want) {
-    if (plan.count(e)) continue;
-    if (caching()) {
-      bool hit = false;
-      const Placement c = cache_place(layer, e, &hit, true);
-      if (c.rank < 0) continue;  // no slot to spare for a guess
-      plan[e] = c;
-      cache_prefetches_ += !hit;
-      continue;
-    }
-    const Placement c = free_place(step, layer, plan);
-    if (c.rank < 0) break;
-    send_load(layer, e, c);
-    plan[e] = c;
-  }
-}
-
 // Dispatches the loads of every group's next layers whose prediction is known: a group
 // starts loading its next layer as soon as it has finished its previous one (with
 // --lookahead D, its next D layers), across the boundary between forward steps too.
 void DistributedExpertExecutor::pump() {
-  if (prefill_ || !loads_on_demand() || in_pump_ || step_ < 0) return;
-  in_pump_ = true;
-  for (int g = 0; g < sched_.n_groups(); ++g) {
-    int64_t gl = group_next_[static_cast<size_t>(g)];
-    for (int i = 0; i < sched_.lookahead(); ++i, gl = next_of_group(gl)) {
-      const int step = static_cast<int>(gl / n_layer_), layer = static_cast<int>(gl % n_layer_);
-      if (step > step_ + 1) break;
-      if (dispatched_[ring(step, layer)] || !ledger_.has_prediction(step, layer)) continue;
-      dispatch(step, layer);
-    }
-  }
-  in_pump_ = false;
-}
-
-Placement DistributedExpertExecutor::prefill_place(int layer, int expert) const {
-  Placement p = sched_.prefill_place(layer, expert);
-  p.slot += n_cache_;
-  return p;
-}
-
-bool DistributedExpertExecutor::pinned(Placement p) const {
-  for (const auto& plan : plan_)
-    for (const auto& [_, q] : plan)
-      if (q == p) return true;
-  return false;
-}
-
-Placement DistributedExpertExecutor::cache_place(int layer, int e, bool* hit, bool optional) {
-  const int rank = cache_home(layer, e);
-  const int held = cache_.find(rank, layer, e);
-  *hit = held >= 0;
-  if (*hit) return {rank, held};
-  bool evicted = false;
-  const int slot = cache_.admit(rank, layer, e, [&](int s) { return pinned({rank, s}); }, &evicted);
-  if (slot < 0 && optional) return {};
-  ODMOE_CHECK(slot >= 0, kCli, "cache-too-small",
-              "expert rank " << rank << " has no cache slot free for expert (" << layer << ", " << e << "): all "
-                             << n_cache_ << " hold experts of layers in flight",
-              "raise --cache-slots");
-  cache_evictions_ += evicted;
-  send_load(layer, e, {rank, slot});
-  return {rank, slot};
-}
-
-bool DistributedExpertExecutor::is_cached(int layer, int e) const {
-  if (plan_[ring(step_, layer)].count(e)) return true;  // prefetched for this layer (maybe still loading)
-  return cache_.find(cache_home(layer, e), layer, e) >= 0;
+  if (prefill_ || !loads_on_demand() || step_ < 0) return;
+  send(planner_.pump(step_, [&](int step, int layer) {
+    return ledger_.has_prediction(step, layer) ? &ledger_.predicted(step, layer) : nullptr;
+  }));
 }
 
 void DistributedExpertExecutor::adjust_routing(int layer, const float* logits, size_t n, size_t k, int32_t* ids,
@@ -266,22 +156,11 @@ void DistributedExpertExecutor::adjust_routing(int layer, const float* logits, s
   const size_t E = static_cast<size_t>(n_expert_);
   probs_.resize(E);
   softmax(logits, E, probs_.data());
-  cache_.observe_scores(layer, probs_.data());
+  planner_.cache().observe_scores(layer, probs_.data());
   if (opts_.substitute < 0) return;
   substitutions_ += static_cast<uint64_t>(
       substitute_experts(probs_.data(), E, k, static_cast<float>(opts_.substitute), norm_topk_,
-                         [&](int c) { return is_cached(layer, c); }, ids, weights));
-}
-
-void DistributedExpertExecutor::dispatch_prefill_layer(int layer) {
-  if (layer >= n_layer_) return;
-  auto& plan = plan_[ring(step_, layer)];
-  for (int e = 0; e < n_expert_; ++e) {
-    const Placement p = prefill_place(layer, e);
-    send_load(layer, e, p);
-    plan[e] = p;
-  }
-  dispatched_[ring(step_, layer)] = true;
+                         [&](int c) { return planner_.is_cached(step_, layer, c); }, ids, weights));
 }
 
 void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n, int pos) {
@@ -290,17 +169,9 @@ void DistributedExpertExecutor::begin_forward(const int32_t* tokens, size_t n, i
   layers_done_ = 0;
   t_step_ = t_last_ = now_s();
   ledger_.begin_step(step_, !prefill_);
-  if (loads_on_demand()) {
-    clear_ring(step_ + 1, true);  // held step - 1, which is over
-    if (prefill_) {
-      // Loads made ahead for this step as a decode step are of no use to a prefill.
-      clear_ring(step_, true);
-      // Expert-parallel prefill: every expert of a layer, spread over all workers; two
-      // layers in flight.
-      dispatch_prefill_layer(0);
-      dispatch_prefill_layer(1);
-    }
-  }
+  // Expert-parallel prefill: every expert of a layer, spread over all workers; two layers
+  // in flight.
+  send(planner_.begin_step(step_, prefill_));
   predictor_->begin_step(step_, pos, tokens, n, *this);
   pump();
   keep_alive();
@@ -340,64 +211,21 @@ DistributedExpertExecutor::Users DistributedExpertExecutor::users_of(const int32
 
 void DistributedExpertExecutor::send_layer(int layer, const float* h, size_t k, const Users& users) {
   const size_t d = static_cast<size_t>(n_embd_);
-  auto& plan = plan_[ring(step_, layer)];
+  std::vector<int> experts;
+  for (const auto& [e, _] : users) experts.push_back(e);
+  PlanActions loads;
+  const RoutedLayer routed =
+      planner_.route(step_, layer, prefill_, experts, opts_.miss_on_host, resending_, &loads);
+  send(loads);
   std::map<int, int> host;  // expert -> store rank computing it (--miss-policy cpu)
-
-  if (loads_on_demand()) {
-    // Drop loads nobody needs (mispredictions), then load what is missing.
-    for (auto it = plan.begin(); it != plan.end();) {
-      if (users.count(it->first)) {
-        ++it;
-        continue;
-      }
-      if (!caching() || prefill_) send_drop(it->second);
-      if (!prefill_) ++wasted_loads_;  // a prompt loads every expert of a layer by design
-      it = plan.erase(it);
-    }
-    dispatched_[ring(step_, layer)] = true;  // late predictions for it are moot
-    for (const auto& [e, _] : users) {
-      if (plan.count(e)) continue;
-      if (!prefill_ && opts_.miss_on_host) {
-        // A miss: the store rank nearest the group computes it from its own copy; nothing
-        // is loaded.
-        const Placement would = free_place(step_, layer, plan);
-        host[e] = store_.source_of(layer, e,
-                                   comm_.node_of(phys(would.rank >= 0 ? would.rank : place(step_, layer, 0).rank)));
-        continue;
-      }
-      Placement p;
-      if (prefill_) {
-        p = prefill_place(layer, e);
-      } else if (caching()) {
-        bool hit = false;
-        plan[e] = cache_place(layer, e, &hit);
-        cache_misses_ += !hit;  // loaded now, after routing: a stall
-        continue;
-      } else {
-        p = free_place(step_, layer, plan);
-        ODMOE_CHECK(p.rank >= 0, kMpi, "no-slot", "no free slot for expert (" << layer << ", " << e << ")",
-                    "this is a bug in the scheduler");
-      }
-      send_load(layer, e, p);
-      plan[e] = p;
-    }
-  }
-
-  if (caching() && !prefill_ && !resending_)
-    for (const auto& [e, _] : users) {
-      ++cache_needed_;
-      const Placement p = plan.at(e);
-      cache_.touch(p.rank, p.slot);
-    }
+  for (const auto& [e, near] : routed.on_host_near) host[e] = store_.source_of(layer, e, comm_.node_of(phys(near)));
 
   // COMPUTE: each expert's tokens in mini-batches, in expert order.
   pair_out_.assign(cur_n_ * k * d, 0.0f);
   pending_.clear();
   for (const auto& [e, pairs] : users) {
     const auto hs = host.find(e);
-    const Placement p = opts_.mode == Mode::kResident ? sched_.resident_place(layer, e)
-                        : hs != host.end()            ? Placement{hs->second, -1}
-                                                      : plan.at(e);
+    const Placement p = hs != host.end() ? Placement{hs->second, -1} : routed.at.at(e);
     const auto chunks = expert_chunks(pairs.size(), static_cast<size_t>(opts_.prefill_batch));
     size_t at = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
@@ -469,18 +297,7 @@ void DistributedExpertExecutor::collect(float* out) {
   ++layers_done_;
   cur_layer_ = -1;
   ledger_.layer_done(t);
-  if (loads_on_demand()) {
-    // The layer's slots were freed by the last COMPUTE of each expert (cache mode: the
-    // experts stay, no longer pinned).
-    plan_[ring(step_, layer)].clear();
-    if (prefill_) {
-      dispatch_prefill_layer(layer + 2);
-      if (layer + 1 == n_layer_)  // decode starts: group g's next layer is layer g of the next step
-        for (int g = 0; g < sched_.n_groups(); ++g) group_next_[static_cast<size_t>(g)] = global(step_ + 1, g);
-    } else {
-      group_next_[static_cast<size_t>(sched_.group_of_layer(layer))] = next_of_group(global(step_, layer));
-    }
-  }
+  send(planner_.layer_done(step_, layer, prefill_));
   if (layer + 1 == n_layer_) trace_.add("step " + std::to_string(step_), "step", kStreamStep, t_step_, t);
   // The prompt is done: predictions for the first decode step may be dispatched now.
   if (layer + 1 == n_layer_) prefill_ = false;

@@ -20,7 +20,7 @@ namespace odmoe {
 void DistributedExpertExecutor::recover(int layer, const Error& why) {
   const double t0 = now_s();
   const double bound = std::min(opts_.timeout_s, 5.0);
-  const int W = sched_.n_workers();
+  const int W = sched().n_workers();
   std::vector<int> alive, dead;
   for (int r = 1; r <= W; ++r) out_.send(phys(r), kTagCmd, msg::Clock{++seq_, 0.0}.encode());
   for (int r = 1; r <= W; ++r) {
@@ -55,12 +55,12 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
       if (m.header.op == Op::kReady) break;
     }
   const int W2 = static_cast<int>(alive.size());
-  const int G2 = Schedule::default_groups(W2, sched_.top_k(), sched_.n_groups());
-  Schedule next(n_layer_, n_expert_, sched_.top_k(), W2, G2, sched_.lookahead(), opts_.predict_extra);
+  const int G2 = Schedule::default_groups(W2, sched().top_k(), sched().n_groups());
+  Schedule next(n_layer_, n_expert_, sched().top_k(), W2, G2, sched().lookahead(), opts_.predict_extra);
   std::vector<int> phys2 = {0};
   for (int r : alive) phys2.push_back(phys(r));
   for (int i = 1; i <= W2; ++i) {
-    const msg::Reschedule rs{++seq_, W2, G2, sched_.lookahead(), opts_.predict_extra, i};
+    const msg::Reschedule rs{++seq_, W2, G2, sched().lookahead(), opts_.predict_extra, i};
     out_.send(phys2[static_cast<size_t>(i)], kTagCmd, rs.encode());
   }
   for (int r : dead) {
@@ -69,28 +69,14 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
     dead_ranks_.push_back(phys(r));
   }
   phys_ = phys2;
-  sched_ = next;
-  n_slots_ = worker_slots(sched_, opts_);
-  n_cache_ = cache_slots(sched_, opts_);
-  cache_.clear(comm_.size(), n_cache_);
-  for (auto& plan : plan_) plan.clear();
-  std::fill(dispatched_.begin(), dispatched_.end(), false);
+  n_slots_ = worker_slots(next, opts_);
   pending_.clear();
-  // Where each group's next layer is, from this layer on.
-  group_next_.assign(static_cast<size_t>(G2), 0);
-  for (int g = 0; g < G2; ++g) {
-    int l = layer;
-    while (l < n_layer_ && l % G2 != g) ++l;
-    group_next_[static_cast<size_t>(g)] = l < n_layer_ ? global(step_, l) : global(step_ + 1, g);
-  }
+  const PlanActions prefill_loads = planner_.replan(next, cache_slots(next, opts_), comm_.size(), step_, layer, prefill_);
   std::fprintf(stderr,
                "[odmoe] %s stopped answering (step %d, layer %d): carrying on with %d expert ranks in %d group%s "
                "(--on-worker-failure degrade; %.1f s to recover)\n",
                names.c_str(), step_, layer, W2, G2, G2 > 1 ? "s" : "", now_s() - t0);
-  if (prefill_) {
-    dispatch_prefill_layer(layer);
-    dispatch_prefill_layer(layer + 1);
-  }
+  send(prefill_loads);
   resending_ = true;
   send_layer(layer, cur_h_.data(), cur_k_, users_of(cur_ids_.data(), cur_ids_.size()));
   resending_ = false;
@@ -99,7 +85,7 @@ void DistributedExpertExecutor::recover(int layer, const Error& why) {
 
 nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, const nlohmann::json& main_rank_stats) {
   finished_ = true;
-  const int W = sched_.n_workers();
+  const int W = sched().n_workers();
   for (int r = 1; r <= W; ++r) out_.send(phys(r), kTagCmd, msg::Stop{++seq_, !dead_ranks_.empty()}.encode());
   std::vector<WorkerStats> worker(static_cast<size_t>(W + 1));  // by index among the live ranks
   for (int got = 0; got < W; ++got) {
@@ -141,36 +127,37 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   }
   x.failures = failures_;
   if (caching()) {
+    const PlannerCounts& n = planner_.counts();
     CacheStats c;
-    c.slots_per_rank = n_cache_;
-    c.policy = eviction_policy_name(cache_.policy());
+    c.slots_per_rank = planner_.cache_slots();
+    c.policy = eviction_policy_name(planner_.cache().policy());
     c.substitute_alpha = opts_.substitute;
     c.substitutions = substitutions_;
-    c.decode_experts_needed = cache_needed_;
-    c.loaded_after_routing = cache_misses_;
-    c.prefetch_loads = cache_prefetches_;
-    c.evictions = cache_evictions_;
+    c.decode_experts_needed = n.cache_needed;
+    c.loaded_after_routing = n.cache_misses;
+    c.prefetch_loads = n.cache_prefetches;
+    c.evictions = n.cache_evictions;
     x.cache = c;
   }
   ScheduleStats& sc = x.schedule;
   sc.mode = mode_name(opts_.mode);
-  sc.groups = sched_.n_groups();
-  sc.lookahead = sched_.lookahead();
-  sc.group_size = sched_.group_size();
-  sc.workers = sched_.n_workers();
+  sc.groups = sched().n_groups();
+  sc.lookahead = sched().lookahead();
+  sc.group_size = sched().group_size();
+  sc.workers = sched().n_workers();
   sc.slots_per_worker = n_slots_;
   sc.placement = store_placement_name(opts_.store.placement);
   sc.replicas = opts_.store.replicas;
   sc.nodes = comm_.n_nodes();
   sc.load_gbps_emulated = opts_.load_gbps;
   sc.prefill_batch = opts_.prefill_batch;
-  sc.description = sched_.to_string();
+  sc.description = sched().to_string();
   // Eq. 1 of the paper: the time a group has to load its next layer while the others work.
   const double layers = static_cast<double>(decode_layers_);
   t.decode_layers = decode_layers_;
   t.t_main_seconds_per_layer = decode_layers_ ? dense_s_ / layers : 0.0;
   t.t_worker_seconds_per_layer = decode_layers_ ? expert_wait_s_ / layers : 0.0;
-  const int G = sched_.n_groups();
+  const int G = sched().n_groups();
   t.t_maxload_seconds = G * t.t_main_seconds_per_layer + (G - 1) * t.t_worker_seconds_per_layer;
   t.load_hidden_fraction =
       t.workers_load_seconds > 0 ? std::max(0.0, 1.0 - t.workers_stall_seconds / t.workers_load_seconds) : 1.0;
@@ -178,7 +165,7 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
   t.computes = computes_;
   nlohmann::json pj = ledger_.to_json();
   pj["name"] = predictor_->name();
-  pj["wasted_loads"] = wasted_loads_;
+  pj["wasted_loads"] = planner_.counts().wasted_loads;
   const nlohmann::json ps = predictor_->stats();
   for (const auto& [key, value] : ps.items()) pj[key] = value;
   x.predictor = pj;
@@ -191,7 +178,7 @@ nlohmann::json DistributedExpertExecutor::finish(const std::string& trace_path, 
     for (int r = 1; r <= W; ++r) {
       const int pr = phys(r);
       TraceRecorder::append_names(pr, "rank " + std::to_string(pr) + ": expert rank, group " +
-                                          std::to_string(sched_.group_of_rank(r)) + " (" + comm_.host(pr) + ")",
+                                          std::to_string(sched().group_of_rank(r)) + " (" + comm_.host(pr) + ")",
                                   &events);
       TraceRecorder::append_events(worker[static_cast<size_t>(r)].trace_events, pr,
                                    clock_offset_[static_cast<size_t>(pr)], origin, &events);

@@ -22,6 +22,7 @@
 #include "odmoe/predict/prediction_ledger.h"
 #include "odmoe/predict/predictor.h"
 #include "odmoe/sched/expert_cache.h"
+#include "odmoe/sched/load_planner.h"
 #include "odmoe/sched/schedule.h"
 #include "odmoe/predict/shadow.h"
 #include "odmoe/exec/stats.h"
@@ -59,7 +60,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   // "schedule": {...}}. Writes the trace file when `trace_path` is not empty.
   nlohmann::json finish(const std::string& trace_path, const nlohmann::json& main_rank_stats);
 
-  const Schedule& schedule() const { return sched_; }
+  const Schedule& schedule() const { return planner_.schedule(); }
 
  private:
   struct Pending {
@@ -68,8 +69,7 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   };
   void publish(const Prediction& p) override;
   void poll_predictor();
-  void pump();
-  void dispatch(int step, int layer);  // loads the standing prediction of (step, layer), adjusting earlier loads
+  void pump();  // the planner's look-ahead loads (decode)
   // Which (token, choice) pairs t*k + j need each expert, in expert order.
   using Users = std::map<int, std::vector<size_t>>;
   static Users users_of(const int32_t* ids, size_t pairs);
@@ -81,32 +81,13 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   int phys(int r) const { return phys_[static_cast<size_t>(r)]; }  // MPI rank of expert rank r of the schedule
   void send_load(int layer, int expert, Placement p);
   void send_drop(Placement p);
-  void dispatch_prefill_layer(int layer);
-  // Decode layers are numbered over steps: layer l of step s is s*L + l.
-  int64_t global(int step, int layer) const { return static_cast<int64_t>(step) * n_layer_ + layer; }
-  int64_t next_of_group(int64_t gl) const;  // the next layer the same group computes
-  Placement place(int step, int layer, int j) const;  // j-th decode place, bank by the group's round
-  // The first decode place of (step, layer) that `plan` does not use (ranks round-robin);
-  // rank -1 if all are.
-  Placement free_place(int step, int layer, const std::map<int, Placement>& plan) const;
-  size_t ring(int step, int layer) const { return static_cast<size_t>((step & 1) * n_layer_ + layer); }
-  void clear_ring(int step, bool drop_loads);
+  void send(const PlanActions& actions);  // the planner's loads and drops, in order
   bool loads_on_demand() const { return opts_.mode != Mode::kResident; }
   bool caching() const { return opts_.mode == Mode::kCache; }
-  Placement prefill_place(int layer, int expert) const;  // the schedule's, after the cache's slots
-  // Cache mode: where expert (layer, e) lives (its home rank in the layer's group); loads
-  // it into a slot of that rank, evicting the least recently (or frequently) used expert no
-  // layer in flight needs, unless it is cached already. `hit`: it was. `optional` (a
-  // prefetch): rank -1 when every slot is needed, instead of an error.
-  Placement cache_place(int layer, int e, bool* hit, bool optional = false);
-  int cache_home(int layer, int e) const {  // spreads a layer's experts over its group
-    return sched_.worker_rank(sched_.group_of_layer(layer), (e + layer) % sched_.group_size());
-  }
-  bool pinned(Placement p) const;
+  const Schedule& sched() const { return planner_.schedule(); }
 
   const Comm& comm_;
   const ExpertStore& store_;
-  Schedule sched_;
   DistOptions opts_;
   std::unique_ptr<Predictor> predictor_;
   Outbox out_;
@@ -114,12 +95,10 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   int n_embd_, n_layer_, n_expert_;
   int n_slots_;
 
-  // Predictions and loads of the current step and the next ([step & 1][layer]).
+  // Predictions of the current step and the next; which loads go where (sched/load_planner.h:
+  // banks, look-ahead, the step ring, the cache, the re-plan after a failure).
   PredictionLedger ledger_;
-  std::vector<bool> dispatched_;
-  std::vector<std::map<int, Placement>> plan_;  // expert -> where it is (being) loaded
-  std::vector<int64_t> group_next_;             // [group]: the next global layer the group computes
-  bool in_pump_ = false;
+  LoadPlanner planner_;
 
   // The current forward step.
   int step_ = -1;
@@ -136,18 +115,13 @@ class DistributedExpertExecutor final : public ExpertExecutor, private Predictio
   std::map<int64_t, Pending> pending_;
   std::vector<float> pair_out_;  // f32 [n_tokens * k, n_embd]: each (token, choice)'s expert output
 
-  // Cache mode: what each expert rank's cache slots hold (indexed by MPI rank), the
-  // eviction policy and substitution (sched/expert_cache.h).
-  ExpertCache cache_;
-  int n_cache_ = 0;  // cache slots per expert rank
+  // Cache mode: substitution (sched/expert_cache.h).
   bool norm_topk_ = false;
-  std::vector<float> probs_;  // [E]: a decode token's routing probabilities
+  std::vector<float> probs_;  // f32 [n_expert]: a decode token's routing probabilities
   uint64_t substitutions_ = 0;
-  bool is_cached(int layer, int e) const;
-  uint64_t cache_needed_ = 0, cache_misses_ = 0, cache_evictions_ = 0, cache_prefetches_ = 0;
 
   // Statistics.
-  uint64_t loads_ = 0, computes_ = 0, wasted_loads_ = 0, host_computes_ = 0;
+  uint64_t loads_ = 0, computes_ = 0, host_computes_ = 0;
   double dense_s_ = 0, expert_wait_s_ = 0;  // decode steps: main computing / waiting for experts
   uint64_t decode_layers_ = 0;
   std::vector<double> clock_offset_;  // [rank] worker clock - main clock
