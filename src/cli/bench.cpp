@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "bench_report.h"
 #include "engine_args.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/json_file.h"
@@ -172,246 +173,342 @@ double median_of(const nlohmann::json& prompts, const char* key) {
   return n == 0 ? 0.0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-std::string mib(double b) {
-  char s[32];
-  std::snprintf(s, sizeof s, "%.1f", b / (1 << 20));
-  return s;
-}
 
-}  // namespace
-
-int cmd_bench(int argc, char** argv) {
-  po::options_description o("bench options");
+// The command line of odmoe bench.
+struct BenchArgs {
   std::string runs_s, modes_s = "resident,on-demand,cache", preds_s = "shadow,none", groups_s = "0";
   std::string in_s = "16,128", out_s = "64,256", prompts_path, json_path, trace_dir;
   int per_case = 3, warmup = 1, ppl_tokens = 0;
   double alpha = 0.2;
   EngineArgs ea;
-  ea.add(o, false);
-  o.add_options()("runs", po::value(&runs_s),
+  bool default_prompts = false, modes_given = false;
+  std::vector<int> in_lens, out_lens, groups;
+};
+
+// False: the help was asked for (printed).
+bool parse_bench_args(int argc, char** argv, BenchArgs* a) {
+  po::options_description o("bench options");
+  a->ea.add(o, false);
+  o.add_options()("runs", po::value(&a->runs_s),
                   "comma-separated MODE[/PREDICTOR]: resident | on-demand/P | cache/P | substitute/P (cache with "
                   "--substitute); e.g. resident,on-demand/shadow,on-demand/none,cache/gate-ahead,substitute/gate-ahead. "
                   "Overrides --modes x --predictors")(
-      "modes", po::value(&modes_s)->default_value(modes_s), "modes to cross with --predictors (resident once)")(
-      "predictors", po::value(&preds_s)->default_value(preds_s), "predictors to cross with --modes")(
-      "groups", po::value(&groups_s)->default_value(groups_s), "group counts; every run at each (0: the default G)")(
-      "substitute", po::value(&alpha)->default_value(alpha), "alpha of the substitute mode (0..1)")(
-      "input-len", po::value(&in_s)->default_value(in_s), "prompt lengths in tokens")(
-      "output-len", po::value(&out_s)->default_value(out_s), "generated tokens per prompt (EOS ignored)")(
-      "prompts-per-case", po::value(&per_case)->default_value(per_case), "prompts measured per run and case")(
-      "warmup", po::value(&warmup)->default_value(warmup),
+      "modes", po::value(&a->modes_s)->default_value(a->modes_s), "modes to cross with --predictors (resident once)")(
+      "predictors", po::value(&a->preds_s)->default_value(a->preds_s), "predictors to cross with --modes")(
+      "groups", po::value(&a->groups_s)->default_value(a->groups_s), "group counts; every run at each (0: the default G)")(
+      "substitute", po::value(&a->alpha)->default_value(a->alpha), "alpha of the substitute mode (0..1)")(
+      "input-len", po::value(&a->in_s)->default_value(a->in_s), "prompt lengths in tokens")(
+      "output-len", po::value(&a->out_s)->default_value(a->out_s), "generated tokens per prompt (EOS ignored)")(
+      "prompts-per-case", po::value(&a->per_case)->default_value(a->per_case), "prompts measured per run and case")(
+      "warmup", po::value(&a->warmup)->default_value(a->warmup),
       "untimed generations (the first prompt, at most 16 tokens) before each case's measured ones")(
-      "perplexity-tokens", po::value(&ppl_tokens)->default_value(ppl_tokens),
+      "perplexity-tokens", po::value(&a->ppl_tokens)->default_value(a->ppl_tokens),
       "per run, also score this many tokens of the prompts' text one token per step (what substitution changes; "
       "0: off)")(
-      "prompts", po::value(&prompts_path),
+      "prompts", po::value(&a->prompts_path),
       "JSON Lines text the prompts are cut from (default: the model's prompts.jsonl, held-out passages kept by "
       "odmoe-weights convert)")(
-      "trace-dir", po::value(&trace_dir), "write each run's trace of its first case here (Chrome/Perfetto JSON)")(
-      "json", po::value(&json_path)->required(), "write the results here");
+      "trace-dir", po::value(&a->trace_dir), "write each run's trace of its first case here (Chrome/Perfetto JSON)")(
+      "json", po::value(&a->json_path)->required(), "write the results here");
   po::variables_map vm;
   if (!cli::parse_options(argc, argv, o, po::positional_options_description(),
                           "usage: mpirun -np N odmoe bench --model DIR [--runs LIST] [--groups 1,2] [--input-len 16,128] "
                           "[--output-len 64,256] --json FILE",
                           &vm))
-    return 0;
-  ea.finalize();
-  if (!ea.trace.empty()) throw UsageError("bench: use --trace-dir DIR (one trace per run), not --trace");
-  if (per_case < 1) throw UsageError("--prompts-per-case must be at least 1");
-  if (warmup < 0 || ppl_tokens < 0) throw UsageError("--warmup and --perplexity-tokens must be >= 0");
-  if (ppl_tokens == 1) throw UsageError("--perplexity-tokens must be 0 (off) or at least 2");
-  if (!(alpha >= 0 && alpha <= 1)) throw UsageError("--substitute alpha must be in [0, 1]");
-  const bool default_prompts = prompts_path.empty();
-  prompts_path = prompts_or_default(prompts_path, ea.eo.model_dir);
-  const std::vector<int> in_lens = int_list(in_s, "--input-len", 1), out_lens = int_list(out_s, "--output-len", 1);
-  const std::vector<int> groups = int_list(groups_s, "--groups", 0);
+    return false;
+  a->ea.finalize();
+  if (!a->ea.trace.empty()) throw UsageError("bench: use --trace-dir DIR (one trace per run), not --trace");
+  if (a->per_case < 1) throw UsageError("--prompts-per-case must be at least 1");
+  if (a->warmup < 0 || a->ppl_tokens < 0) throw UsageError("--warmup and --perplexity-tokens must be >= 0");
+  if (a->ppl_tokens == 1) throw UsageError("--perplexity-tokens must be 0 (off) or at least 2");
+  if (!(a->alpha >= 0 && a->alpha <= 1)) throw UsageError("--substitute alpha must be in [0, 1]");
+  a->default_prompts = a->prompts_path.empty();
+  a->prompts_path = prompts_or_default(a->prompts_path, a->ea.eo.model_dir);
+  a->in_lens = int_list(a->in_s, "--input-len", 1);
+  a->out_lens = int_list(a->out_s, "--output-len", 1);
+  a->groups = int_list(a->groups_s, "--groups", 0);
+  a->modes_given = !vm["modes"].defaulted();
+  return true;
+}
 
-  int world = 1, rank = 0;
-  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
-  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+// The runs, every one checked before the first starts (on every rank alike); sets the
+// context where none was given.
+std::vector<RunSpec> bench_runs(BenchArgs* a, int world, const ModelConfig& mc) {
   std::vector<RunSpec> runs;
   if (world == 1) {
-    if (!runs_s.empty() || vm["modes"].defaulted() == false)
+    if (!a->runs_s.empty() || a->modes_given)
       std::fprintf(stderr, "[bench] one process: every expert in memory; --runs/--modes need mpirun -np N (N >= 2)\n");
     runs.push_back({"single-process", "none", 0});
   } else {
-    runs = make_runs(runs_s, modes_s, preds_s, groups);
+    runs = make_runs(a->runs_s, a->modes_s, a->preds_s, a->groups);
   }
-
-  // Everything that can be wrong is checked before the first run, on every rank alike.
-  const ModelFiles files(ea.eo.model_dir);
-  const ModelConfig& mc = files.config();
-  const int max_in = *std::max_element(in_lens.begin(), in_lens.end());
-  const int max_out = *std::max_element(out_lens.begin(), out_lens.end());
-  const int needed = std::max(max_in + max_out, ppl_tokens);
-  if (ea.eo.n_ctx == 0) ea.eo.n_ctx = std::min(mc.max_position_embeddings, needed);
-  if (needed > std::min(ea.eo.n_ctx, mc.max_position_embeddings))
+  EngineOptions& eo = a->ea.eo;
+  const int max_in = *std::max_element(a->in_lens.begin(), a->in_lens.end());
+  const int max_out = *std::max_element(a->out_lens.begin(), a->out_lens.end());
+  const int needed = std::max(max_in + max_out, a->ppl_tokens);
+  if (eo.n_ctx == 0) eo.n_ctx = std::min(mc.max_position_embeddings, needed);
+  if (needed > std::min(eo.n_ctx, mc.max_position_embeddings))
     throw UsageError("bench: --input-len " + std::to_string(max_in) + " + --output-len " + std::to_string(max_out) +
                      " (or --perplexity-tokens) exceeds the context (" +
-                     std::to_string(std::min(ea.eo.n_ctx, mc.max_position_embeddings)) + ")");
-  const int workers = world - 1 - (ea.eo.dist.predictor_rank >= 0 ? 1 : 0);
+                     std::to_string(std::min(eo.n_ctx, mc.max_position_embeddings)) + ")");
+  const int workers = world - 1 - (eo.dist.predictor_rank >= 0 ? 1 : 0);
   for (const RunSpec& r : runs) {
     if (world == 1) break;
     const int g = r.groups > 0 ? r.groups : Schedule::default_groups(workers, mc.n_expert_used);
-    Schedule(mc.n_layer, mc.n_expert, mc.n_expert_used, workers, g, ea.eo.dist.lookahead, ea.eo.dist.predict_extra);
+    Schedule(mc.n_layer, mc.n_expert, mc.n_expert_used, workers, g, eo.dist.lookahead, eo.dist.predict_extra);
     if (r.predictor == "oracle") throw UsageError("bench: the oracle replays one recorded generation; it cannot run here");
-    if (ea.eo.dist.predictor_rank >= 0 && (r.predictor != "shadow" || r.mode == "resident"))
+    if (eo.dist.predictor_rank >= 0 && (r.predictor != "shadow" || r.mode == "resident"))
       throw UsageError("bench: --predictor-rank applies to shadow runs only; run " + r.name() + " separately");
   }
-  if (!trace_dir.empty() && rank == 0) std::filesystem::create_directories(trace_dir);
+  return runs;
+}
 
-  std::vector<std::string> passages;
-  if (rank == 0) passages = read_prompts(prompts_path, 100000);
-  std::vector<std::vector<std::vector<int32_t>>> inputs;  // [input length][prompt]
+// One case: its prompts and how long they took.
+struct CaseSpec {
+  const RunSpec* spec;
+  int in_len, out_len, world, warmup;
+  double alpha;
+  const std::vector<std::vector<int32_t>>* inputs;  // [prompt]: int32 token ids of in_len each
+  std::string trace_path;
+};
+
+struct CaseTimes {
+  nlohmann::json prompts = nlohmann::json::array();  // per prompt: times and tokens
+  double ttft_sum = 0, decode_s = 0, prefill_s = 0;
+  int decode_steps = 0, generated = 0, warmup_tokens = 0;
+};
+
+CaseTimes generate_case(Model& model, const CaseSpec& c) {
+  CaseTimes t;
+  GenerationOptions warm;
+  warm.max_new = std::min(c.out_len, 16);
+  for (int w = 0; w < c.warmup; ++w) {  // untimed: first-touch costs, caches and threads warm up
+    t.warmup_tokens += warm.max_new;
+    generate(model, (*c.inputs)[0], warm, argmax_token);
+  }
+  GenerationOptions go;
+  go.max_new = c.out_len;
+  for (const std::vector<int32_t>& ids : *c.inputs) {
+    const GenerationResult g = generate(model, ids, go, argmax_token);
+    const double ttft = g.prefill_s, dec = g.decode_s;
+    t.ttft_sum += ttft;
+    t.prefill_s += ttft;
+    t.decode_s += dec;
+    t.decode_steps += c.out_len - 1;
+    t.generated += c.out_len;
+    t.prompts.push_back({{"ttft_seconds", ttft},
+                         {"decode_seconds", dec},
+                         {"decode_tokens_per_second", c.out_len > 1 ? (c.out_len - 1) / dec : 0.0},
+                         {"output_tokens_per_second", c.out_len / (ttft + dec)},
+                         {"tokens", g.tokens}});
+  }
+  return t;
+}
+
+// Memory per rank: measured device peaks where the ranks report them, else the working set.
+void add_memory(const nlohmann::json& stats, double main_bytes, nlohmann::json* r) {
+  nlohmann::json dev = nlohmann::json::array(), host = nlohmann::json::array();
+  double dev_total = 0, dev_max = 0, measured_device = 0;
+  for (const auto& rk : stats["ranks"]) measured_device += num(rk, "peak_device_bytes");
+  for (const auto& rk : stats["ranks"]) {
+    const double d = measured_device > 0 ? num(rk, "peak_device_bytes") : working_set_bytes(rk, stats, main_bytes);
+    dev.push_back(d);
+    host.push_back(num(rk, "peak_host_bytes"));
+    dev_total += d;
+    dev_max = std::max(dev_max, d);
+  }
+  (*r)["device_bytes_source"] = measured_device > 0 ? "measured" : "working-set";
+  (*r)["device_bytes_per_rank"] = dev;
+  (*r)["device_bytes_total"] = dev_total;
+  (*r)["device_bytes_max_rank"] = dev_max;
+  (*r)["peak_host_bytes_per_rank"] = host;
+}
+
+// The figures of the run's statistics a case reports (`busy_s`: the span they cover).
+void add_run_figures(const nlohmann::json& stats, const RunSpec& spec, const CaseTimes& t, double busy_s,
+                     nlohmann::json* r) {
+  if (stats.contains("timing")) {
+    const auto& tm = stats["timing"];
+    const double n_workers = static_cast<double>(stats["ranks"].size() - 1);
+    (*r)["bytes_pulled"] = num(tm, "workers_bytes_pulled");
+    // Resident pulls every expert once, at start-up; nothing per token.
+    (*r)["bytes_pulled_per_token"] =
+        spec.mode == "resident" ? 0.0 : num(tm, "workers_bytes_pulled") / std::max(1, t.generated + t.warmup_tokens);
+    (*r)["stall_fraction"] = num(tm, "workers_stall_seconds") / std::max(1e-12, busy_s * n_workers);
+    (*r)["load_hidden_fraction"] = num(tm, "load_hidden_fraction");
+    const double load_s = num(tm, "workers_load_seconds");
+    (*r)["pull_gbps"] = load_s > 0 ? num(tm, "workers_bytes_pulled") * 8 / load_s / 1e9 : 0.0;
+  }
+  if (spec.mode != "resident" && stats.contains("predictor") && stats["predictor"].value("decode_layers", 0) > 0) {
+    (*r)["recall"] = num(stats["predictor"], "recall");
+    (*r)["precision"] = num(stats["predictor"], "precision");
+  }
+  if (stats.contains("cache")) {
+    (*r)["hit_rate"] = num(stats["cache"], "hit_rate");
+    (*r)["substitutions"] = num(stats["cache"], "substitutions");
+  }
+}
+
+// Runs one case on the engine and returns its record; the engine is finished.
+nlohmann::json measure_case(Engine& eng, const CaseSpec& c, nlohmann::json* machine) {
+  const RunSpec& spec = *c.spec;
+  Model& model = eng.model();
+  const double t_ready = now_s();  // the statistics cover from here (warm-up included) to finish()
+  const CaseTimes t = generate_case(model, c);
+  const double main_bytes = static_cast<double>(model.dense_weight_bytes() + model.kv_cache_bytes());
+  const std::string desc = eng.describe();
+  if (machine->is_null()) *machine = machine_info(eng.backend().to_string());
+  const double t_done = now_s();
+  nlohmann::json stats = eng.finish(c.trace_path);
+  const double wall = t.prefill_s + t.decode_s;
+  const nlohmann::json& prompts = t.prompts;
+  nlohmann::json r = {
+      {"name", spec.name()},
+      {"mode", c.world > 1 ? spec.mode : "single-process"},
+      {"predictor", spec.predictor},
+      {"groups", stats.contains("schedule") ? stats["schedule"].value("groups", 0) : 0},
+      {"groups_requested", spec.groups},
+      {"substitute_alpha", spec.mode == "substitute" ? nlohmann::json(c.alpha) : nlohmann::json()},
+      {"input_len", c.in_len},
+      {"output_len", c.out_len},
+      {"prompts", prompts.size()},
+      {"engine", desc},
+      // Medians over the prompts (a prompt that another process delayed does not move them);
+      // the means over all of them beside.
+      {"ttft_seconds", median_of(prompts, "ttft_seconds")},
+      {"decode_tokens_per_second", median_of(prompts, "decode_tokens_per_second")},
+      {"output_tokens_per_second", median_of(prompts, "output_tokens_per_second")},
+      {"ttft_seconds_mean", t.ttft_sum / static_cast<double>(prompts.size())},
+      {"decode_tokens_per_second_mean", t.decode_s > 0 ? t.decode_steps / t.decode_s : 0.0},
+      {"output_tokens_per_second_mean", wall > 0 ? t.generated / wall : 0.0},
+      {"prefill_tokens_per_second",
+       t.prefill_s > 0 ? static_cast<double>(c.in_len) * prompts.size() / t.prefill_s : 0.0},
+  };
+  add_memory(stats, main_bytes, &r);
+  add_run_figures(stats, spec, t, t_done - t_ready, &r);
+  if (!c.trace_path.empty()) r["trace"] = c.trace_path;
+  r["per_prompt"] = prompts;
+  // The statistics as `generate --stats-json` writes them (what `odmoe simulate
+  // --from-stats` reads); their counters include the warm-up.
+  stats["generated_tokens"] = t.generated;
+  stats["decode_seconds"] = t.decode_s;
+  stats["decode_tokens_per_second"] = t.decode_s > 0 ? t.decode_steps / t.decode_s : 0.0;
+  stats["prompt_tokens"] = c.in_len * static_cast<int>(prompts.size());
+  stats["prefill_seconds"] = t.prefill_s;
+  stats["ttft_seconds"] = r["ttft_seconds"];
+  stats["mode"] = r["mode"];
+  stats["engine"] = desc;
+  r["stats"] = stats;
+  std::fprintf(stderr, "[bench] %-22s G=%d in %4d out %4d: decode %8.1f tok/s, TTFT %7.2f ms\n", spec.name().c_str(),
+               r["groups"].get<int>(), c.in_len, c.out_len, r["decode_tokens_per_second"].get<double>(),
+               1e3 * r["ttft_seconds"].get<double>());
+  return r;
+}
+
+// The --json document: how, where and on what it ran, and every run's cases.
+nlohmann::json bench_document(int argc, char** argv, const BenchArgs& a, int world, const ModelConfig& mc,
+                              const nlohmann::json& machine, const nlohmann::json& results) {
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::string command = "mpirun -np " + std::to_string(world) + " odmoe";
+  for (int i = 0; i < argc; ++i) command += " " + std::string(argv[i]);
+  // The model's own prompts by their name, not this machine's path.
+  const std::string prompts_label = a.default_prompts ? "prompts.jsonl of the model" : a.prompts_path;
+  return {
+      {"benchmark", "odmoe bench"},
+      {"command", command},
+      {"date", date},
+      {"ranks", world},
+      {"machine", machine},
+      {"model", a.ea.eo.model_dir},
+      {"model_config",
+       {{"arch", arch_hf_name(mc.arch)},
+        {"layers", mc.n_layer},
+        {"experts", mc.n_expert},
+        {"top_k", mc.n_expert_used},
+        {"hidden", mc.n_embd},
+        {"expert_ffn", mc.n_ff_expert}}},
+      {"protocol",
+       {{"input_lens", a.in_lens},
+        {"output_lens", a.out_lens},
+        {"prompts_per_case", a.per_case},
+        {"prompts_file", prompts_label},
+        {"greedy", true},
+        {"batch", 1},
+        {"eos_ignored", true},
+        {"n_ctx", a.ea.eo.n_ctx},
+        {"warmup_generations", a.warmup},
+        {"perplexity_tokens", a.ppl_tokens}}},
+      {"load_gbps_emulated", a.ea.eo.dist.load_gbps},
+      {"runs", results},
+  };
+}
+
+// The trace file of a run's first case ("" when none is asked for).
+std::string case_trace_path(const BenchArgs& a, const RunSpec& spec, int in_len, int out_len) {
+  std::string n = spec.name();
+  std::replace(n.begin(), n.end(), '/', '-');
+  return a.trace_dir + "/trace-" + n + "-G" + std::to_string(spec.groups) + "-in" + std::to_string(in_len) + "-out" +
+         std::to_string(out_len) + ".json";
+}
+
+// The engine options of a run.
+EngineOptions run_options(const BenchArgs& a, const RunSpec& spec, int world) {
+  EngineOptions eo = a.ea.eo;
+  if (world > 1) {
+    eo.dist.mode = parse_mode(spec.mode == "substitute" ? "cache" : spec.mode);
+    eo.dist.predictor = spec.predictor;
+    eo.dist.groups = spec.groups;
+    eo.dist.substitute = spec.mode == "substitute" ? a.alpha : -1.0;
+    a.ea.set_cache_policy(eo.dist);
+  }
+  return eo;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  BenchArgs a;
+  if (!parse_bench_args(argc, argv, &a)) return 0;
+  int world = 1, rank = 0;
+  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  // Everything that can be wrong is checked before the first run, on every rank alike.
+  const ModelFiles files(a.ea.eo.model_dir);
+  const ModelConfig& mc = files.config();
+  const std::vector<RunSpec> runs = bench_runs(&a, world, mc);
+  if (!a.trace_dir.empty() && rank == 0) std::filesystem::create_directories(a.trace_dir);
+
+  std::vector<std::vector<std::vector<int32_t>>> inputs;  // [input length][prompt]: int32 token ids
   std::vector<int32_t> ppl_ids;
   if (rank == 0) {
+    const std::vector<std::string> passages = read_prompts(a.prompts_path, 100000);
     const Tokenizer tok = Tokenizer::from_json(files.tokenizer_json());
-    for (int len : in_lens) inputs.push_back(make_inputs(tok, passages, len, per_case));
-    if (ppl_tokens > 0) ppl_ids = make_inputs(tok, passages, ppl_tokens, 1)[0];
+    for (int len : a.in_lens) inputs.push_back(make_inputs(tok, passages, len, a.per_case));
+    if (a.ppl_tokens > 0) ppl_ids = make_inputs(tok, passages, a.ppl_tokens, 1)[0];
   }
 
   nlohmann::json results = nlohmann::json::array();
   std::map<std::string, nlohmann::json> perplexity;  // run name @ groups -> figures
   nlohmann::json machine;
   for (const RunSpec& spec : runs) {
-    EngineOptions eo = ea.eo;
-    if (world > 1) {
-      eo.dist.mode = parse_mode(spec.mode == "substitute" ? "cache" : spec.mode);
-      eo.dist.predictor = spec.predictor;
-      eo.dist.groups = spec.groups;
-      eo.dist.substitute = spec.mode == "substitute" ? alpha : -1.0;
-      ea.set_cache_policy(eo.dist);
-    }
-    for (size_t ci = 0; ci < in_lens.size(); ++ci) {
-      for (int out_len : out_lens) {
-        const bool first_case = ci == 0 && out_len == out_lens.front();
-        std::string trace_path;
-        if (!trace_dir.empty() && first_case) {
-          std::string n = spec.name();
-          std::replace(n.begin(), n.end(), '/', '-');
-          trace_path = trace_dir + "/trace-" + n + "-G" + std::to_string(spec.groups) + "-in" +
-                       std::to_string(in_lens[ci]) + "-out" + std::to_string(out_len) + ".json";
-          eo.dist.trace = true;
-        } else {
-          eo.dist.trace = false;
-        }
+    EngineOptions eo = run_options(a, spec, world);
+    for (size_t ci = 0; ci < a.in_lens.size(); ++ci)
+      for (int out_len : a.out_lens) {
+        const bool first_case = ci == 0 && out_len == a.out_lens.front();
+        CaseSpec c{&spec, a.in_lens[ci], out_len, world, a.warmup, a.alpha, rank == 0 ? &inputs[ci] : nullptr, ""};
+        if (!a.trace_dir.empty() && first_case) c.trace_path = case_trace_path(a, spec, c.in_len, out_len);
+        eo.dist.trace = !c.trace_path.empty();
         reset_peak_rss();  // every rank: this case's peak
         Engine::run(eo, [&](Engine& eng) {
-        Model& model = eng.model();
-        const double t_ready = now_s();  // the statistics cover from here (warm-up included) to finish()
-        int warmup_tokens = 0;
-        GenerationOptions warm;
-        warm.max_new = std::min(out_len, 16);
-        for (int w = 0; w < warmup; ++w) {  // untimed: first-touch costs, caches and threads warm up
-          warmup_tokens += warm.max_new;
-          generate(model, inputs[ci][0], warm, argmax_token);
-        }
-        nlohmann::json prompts = nlohmann::json::array();
-        double ttft_sum = 0, decode_s = 0, prefill_s = 0;
-        int decode_steps = 0, generated = 0;
-        GenerationOptions go;
-        go.max_new = out_len;
-        for (const std::vector<int32_t>& ids : inputs[ci]) {
-          const GenerationResult g = generate(model, ids, go, argmax_token);
-          const std::vector<int32_t>& toks = g.tokens;
-          const double ttft = g.prefill_s, dec = g.decode_s;
-          ttft_sum += ttft;
-          prefill_s += ttft;
-          decode_s += dec;
-          decode_steps += out_len - 1;
-          generated += out_len;
-          prompts.push_back({{"ttft_seconds", ttft},
-                             {"decode_seconds", dec},
-                             {"decode_tokens_per_second", out_len > 1 ? (out_len - 1) / dec : 0.0},
-                             {"output_tokens_per_second", out_len / (ttft + dec)},
-                             {"tokens", toks}});
-        }
-        const double main_bytes = static_cast<double>(model.dense_weight_bytes() + model.kv_cache_bytes());
-        const std::string desc = eng.describe();
-        if (machine.is_null()) machine = machine_info(eng.backend().to_string());
-        const double t_done = now_s();
-        nlohmann::json stats = eng.finish(trace_path);
-        const double wall = prefill_s + decode_s;
-        nlohmann::json r = {
-            {"name", spec.name()},
-            {"mode", world > 1 ? spec.mode : "single-process"},
-            {"predictor", spec.predictor},
-            {"groups", stats.contains("schedule") ? stats["schedule"].value("groups", 0) : 0},
-            {"groups_requested", spec.groups},
-            {"substitute_alpha", spec.mode == "substitute" ? nlohmann::json(alpha) : nlohmann::json()},
-            {"input_len", in_lens[ci]},
-            {"output_len", out_len},
-            {"prompts", prompts.size()},
-            {"engine", desc},
-            // Medians over the prompts (a prompt that another process delayed does not move them);
-            // the means over all of them beside.
-            {"ttft_seconds", median_of(prompts, "ttft_seconds")},
-            {"decode_tokens_per_second", median_of(prompts, "decode_tokens_per_second")},
-            {"output_tokens_per_second", median_of(prompts, "output_tokens_per_second")},
-            {"ttft_seconds_mean", ttft_sum / static_cast<double>(prompts.size())},
-            {"decode_tokens_per_second_mean", decode_s > 0 ? decode_steps / decode_s : 0.0},
-            {"output_tokens_per_second_mean", wall > 0 ? generated / wall : 0.0},
-            {"prefill_tokens_per_second", prefill_s > 0 ? static_cast<double>(in_lens[ci]) * prompts.size() / prefill_s : 0.0},
-        };
-        nlohmann::json dev = nlohmann::json::array(), host = nlohmann::json::array();
-        double dev_total = 0, dev_max = 0, measured_device = 0;
-        for (const auto& rk : stats["ranks"]) measured_device += num(rk, "peak_device_bytes");
-        for (const auto& rk : stats["ranks"]) {
-          const double d = measured_device > 0 ? num(rk, "peak_device_bytes") : working_set_bytes(rk, stats, main_bytes);
-          dev.push_back(d);
-          host.push_back(num(rk, "peak_host_bytes"));
-          dev_total += d;
-          dev_max = std::max(dev_max, d);
-        }
-        r["device_bytes_source"] = measured_device > 0 ? "measured" : "working-set";
-        r["device_bytes_per_rank"] = dev;
-        r["device_bytes_total"] = dev_total;
-        r["device_bytes_max_rank"] = dev_max;
-        r["peak_host_bytes_per_rank"] = host;
-        if (stats.contains("timing")) {
-          const auto& t = stats["timing"];
-          const double n_workers = static_cast<double>(stats["ranks"].size() - 1);
-          r["bytes_pulled"] = num(t, "workers_bytes_pulled");
-          // Resident pulls every expert once, at start-up; nothing per token.
-          r["bytes_pulled_per_token"] =
-              spec.mode == "resident" ? 0.0 : num(t, "workers_bytes_pulled") / std::max(1, generated + warmup_tokens);
-          r["stall_fraction"] = num(t, "workers_stall_seconds") / std::max(1e-12, (t_done - t_ready) * n_workers);
-          r["load_hidden_fraction"] = num(t, "load_hidden_fraction");
-          const double load_s = num(t, "workers_load_seconds");
-          r["pull_gbps"] = load_s > 0 ? num(t, "workers_bytes_pulled") * 8 / load_s / 1e9 : 0.0;
-        }
-        if (spec.mode != "resident" && stats.contains("predictor") && stats["predictor"].value("decode_layers", 0) > 0) {
-          r["recall"] = num(stats["predictor"], "recall");
-          r["precision"] = num(stats["predictor"], "precision");
-        }
-        if (stats.contains("cache")) {
-          r["hit_rate"] = num(stats["cache"], "hit_rate");
-          r["substitutions"] = num(stats["cache"], "substitutions");
-        }
-        if (!trace_path.empty()) r["trace"] = trace_path;
-        r["per_prompt"] = prompts;
-        // The statistics as `generate --stats-json` writes them (what `odmoe simulate
-        // --from-stats` reads); their counters include the warm-up.
-        stats["generated_tokens"] = generated;
-        stats["decode_seconds"] = decode_s;
-        stats["decode_tokens_per_second"] = decode_s > 0 ? decode_steps / decode_s : 0.0;
-        stats["prompt_tokens"] = in_lens[ci] * static_cast<int>(prompts.size());
-        stats["prefill_seconds"] = prefill_s;
-        stats["ttft_seconds"] = r["ttft_seconds"];
-        stats["mode"] = r["mode"];
-        stats["engine"] = desc;
-        r["stats"] = stats;
-        std::fprintf(stderr, "[bench] %-22s G=%d in %4d out %4d: decode %8.1f tok/s, TTFT %7.2f ms\n",
-                     spec.name().c_str(), r["groups"].get<int>(), in_lens[ci], out_len,
-                     r["decode_tokens_per_second"].get<double>(), 1e3 * r["ttft_seconds"].get<double>());
-        results.push_back(std::move(r));
-        return 0;
+          results.push_back(measure_case(eng, c, &machine));
+          return 0;
         });
       }
-    }
-    if (ppl_tokens > 0) {  // an engine of its own, so the cases' statistics stay theirs
+    if (a.ppl_tokens > 0) {  // an engine of its own, so the cases' statistics stay theirs
       Engine::run(eo, [&](Engine& eng) {
-        const PerplexityResult p = evaluate_perplexity(eng.model(), ppl_ids, ppl_tokens, true);
+        const PerplexityResult p = evaluate_perplexity(eng.model(), ppl_ids, a.ppl_tokens, true);
         eng.finish();
         perplexity[spec.name() + "@" + std::to_string(spec.groups)] = {
             {"perplexity", p.perplexity}, {"nll_per_token", p.nll_per_token}, {"tokens_scored", p.tokens_scored}};
@@ -426,122 +523,12 @@ int cmd_bench(int argc, char** argv) {
     const auto it = perplexity.find(r["name"].get<std::string>() + "@" + std::to_string(r["groups_requested"].get<int>()));
     if (it != perplexity.end()) r["perplexity"] = it->second;
   }
-
-  // Exact runs must agree with each other; substituting runs are compared with them.
-  for (auto& r : results) {
-    const bool exact = r["mode"] != "substitute";
-    const nlohmann::json* ref = nullptr;
-    for (const auto& q : results)
-      if (q["mode"] != "substitute" && q["input_len"] == r["input_len"] && q["output_len"] == r["output_len"]) {
-        ref = &q;
-        break;
-      }
-    if (!ref) continue;
-    size_t same = 0, total = 0, prefix = 0;
-    bool all_prefix = true;
-    for (size_t p = 0; p < r["per_prompt"].size(); ++p) {
-      const auto& a = r["per_prompt"][p]["tokens"];
-      const auto& b = (*ref)["per_prompt"][p]["tokens"];
-      bool diverged = false;
-      for (size_t i = 0; i < a.size(); ++i) {
-        const bool eq = a[i] == b[i];
-        same += eq;
-        ++total;
-        if (!eq) diverged = true;
-        if (!diverged) ++prefix;
-      }
-      all_prefix = all_prefix && !diverged;
-    }
-    if (r.contains("perplexity") && ref->contains("perplexity"))
-      r["perplexity"]["change_vs_exact"] =
-          r["perplexity"]["perplexity"].get<double>() / (*ref)["perplexity"]["perplexity"].get<double>() - 1.0;
-    if (exact) r["tokens_match_reference"] = all_prefix;
-    else {
-      r["token_agreement"] = total ? static_cast<double>(same) / total : 0.0;
-      r["tokens_before_divergence"] = static_cast<double>(prefix) / static_cast<double>(r["per_prompt"].size());
-    }
-  }
-
-  // The table, each run beside the resident run of the same G and case.
-  std::printf("%-22s %2s %5s %5s %9s %7s %9s %9s %10s %10s %9s %7s %8s\n", "run", "G", "in", "out", "decode/s", "%res",
-              "TTFT ms", "output/s", "mem max", "mem total", "MiB/tok", "stall", "recall");
-  bool mismatch = false;
-  for (const auto& r : results) {
-    double res = 0;
-    for (const auto& q : results)
-      if (q["mode"] == "resident" && q["groups"] == r["groups"] && q["input_len"] == r["input_len"] &&
-          q["output_len"] == r["output_len"])
-        res = q["decode_tokens_per_second"].get<double>();
-    char pct[16] = "-", stall[16] = "-", rec[24] = "-";
-    if (res > 0) std::snprintf(pct, sizeof pct, "%.0f%%", 100.0 * r["decode_tokens_per_second"].get<double>() / res);
-    if (r.contains("stall_fraction")) std::snprintf(stall, sizeof stall, "%.1f%%", 100.0 * r["stall_fraction"].get<double>());
-    if (r.contains("hit_rate")) std::snprintf(rec, sizeof rec, "hit %.0f%%", 100.0 * r["hit_rate"].get<double>());
-    else if (r.contains("recall")) std::snprintf(rec, sizeof rec, "%.1f%%", 100.0 * r["recall"].get<double>());
-    std::printf("%-22s %2d %5d %5d %9.1f %7s %9.2f %9.1f %10s %10s %9s %7s %8s", r["name"].get<std::string>().c_str(),
-                r["groups"].get<int>(), r["input_len"].get<int>(), r["output_len"].get<int>(),
-                r["decode_tokens_per_second"].get<double>(), pct, 1e3 * r["ttft_seconds"].get<double>(),
-                r["output_tokens_per_second"].get<double>(), mib(r["device_bytes_max_rank"].get<double>()).c_str(),
-                mib(r["device_bytes_total"].get<double>()).c_str(),
-                r.contains("bytes_pulled_per_token") ? mib(r["bytes_pulled_per_token"].get<double>()).c_str() : "-",
-                stall, rec);
-    if (r.contains("token_agreement"))
-      std::printf("  agreement %.1f%% (first %.1f tokens identical)", 100.0 * r["token_agreement"].get<double>(),
-                  r["tokens_before_divergence"].get<double>());
-    if (r.contains("perplexity") && r["input_len"] == in_lens.front() && r["output_len"] == out_lens.front())
-      std::printf("  ppl %.3f (%+.2f%%)", r["perplexity"]["perplexity"].get<double>(),
-                  100.0 * r["perplexity"].value("change_vs_exact", 0.0));
-    if (r.contains("tokens_match_reference") && !r["tokens_match_reference"].get<bool>()) {
-      std::printf("  TOKENS DIFFER FROM THE FIRST EXACT RUN");
-      mismatch = true;
-    }
-    std::printf("\n");
-  }
-  const bool measured_mem = !results.empty() && results[0]["device_bytes_source"] == "measured";
-  std::printf("memory (MiB): per rank, %s. %%res: of resident at the same G and case, the limit of loading on demand\n",
-              measured_mem ? "peak device memory"
-                           : "the working set a GPU rank keeps on its device (dense weights + KV on main, slots on "
-                             "expert ranks)");
-  if (ea.eo.dist.load_gbps > 0)
-    std::printf("pulls capped at %g Gbit/s per expert rank (an emulated link)\n", ea.eo.dist.load_gbps);
-
-  char date[32];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::string command = "mpirun -np " + std::to_string(world) + " odmoe";
-  for (int i = 0; i < argc; ++i) command += " " + std::string(argv[i]);
-  // The model's own prompts by their name, not this machine's path.
-  const std::string prompts_label = default_prompts ? "prompts.jsonl of the model" : prompts_path;
-  nlohmann::json out = {
-      {"benchmark", "odmoe bench"},
-      {"command", command},
-      {"date", date},
-      {"ranks", world},
-      {"machine", machine},
-      {"model", ea.eo.model_dir},
-      {"model_config",
-       {{"arch", arch_hf_name(mc.arch)},
-        {"layers", mc.n_layer},
-        {"experts", mc.n_expert},
-        {"top_k", mc.n_expert_used},
-        {"hidden", mc.n_embd},
-        {"expert_ffn", mc.n_ff_expert}}},
-      {"protocol",
-       {{"input_lens", in_lens},
-        {"output_lens", out_lens},
-        {"prompts_per_case", per_case},
-        {"prompts_file", prompts_label},
-        {"greedy", true},
-        {"batch", 1},
-        {"eos_ignored", true},
-        {"n_ctx", ea.eo.n_ctx},
-        {"warmup_generations", warmup},
-        {"perplexity_tokens", ppl_tokens}}},
-      {"load_gbps_emulated", ea.eo.dist.load_gbps},
-      {"runs", results},
-  };
-  write_json_file(json_path, out, -1, "--json");  // compact: a full sweep holds every generated token
-  std::fprintf(stderr, "[bench] wrote %s (%zu runs x cases)\n", json_path.c_str(), results.size());
-  ODMOE_CHECK(!mismatch, kCore, "tokens-differ", "an exact run generated other tokens than the first exact run",
+  compare_tokens(&results);
+  const bool tokens_agree = print_bench_table(results, a.in_lens.front(), a.out_lens.front(), a.ea.eo.dist.load_gbps);
+  // Compact: a full sweep holds every generated token.
+  write_json_file(a.json_path, bench_document(argc, argv, a, world, mc, machine, results), -1, "--json");
+  std::fprintf(stderr, "[bench] wrote %s (%zu runs x cases)\n", a.json_path.c_str(), results.size());
+  ODMOE_CHECK(tokens_agree, kCore, "tokens-differ", "an exact run generated other tokens than the first exact run",
               "this is a bug: report it with the JSON");
   return 0;
 }
