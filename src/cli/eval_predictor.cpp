@@ -100,6 +100,64 @@ std::string fmt_pct(double x) {
   return b;
 }
 
+// One predictor over every prompt: its figures from the run's statistics.
+nlohmann::json evaluate_one(Engine& eng, const Spec& sp, const std::vector<std::string>& prompts, int tokens,
+                            const SamplerConfig& sc) {
+  const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
+  Model& model = eng.model();
+  const int ctx = model.n_ctx();
+  ODMOE_CHECK(tokens + 2 <= ctx, kCli, "bad-option", "--tokens " << tokens << " does not fit the context of " << ctx,
+              "lower --tokens");
+  Sampler sampler(sc);
+  GenerationOptions go;
+  go.max_new = tokens;
+  go.forward_last = true;  // every sampled token is a decode step whose experts were predicted
+  size_t decode_steps = 0, prompt_tokens = 0;
+  double decode_s = 0;
+  std::fprintf(stderr, "[eval-predictor] %s: %zu prompts x %d tokens ...", sp.label.c_str(), prompts.size(), tokens);
+  for (const std::string& p : prompts) {
+    std::vector<int32_t> ids = tok.encode(p, true);
+    const size_t keep = static_cast<size_t>(ctx - tokens - 1);
+    if (ids.size() > keep) ids.erase(ids.begin(), ids.end() - static_cast<long>(keep));  // the prompt's end
+    prompt_tokens += ids.size();
+    const GenerationResult g =
+        generate(model, ids, go, [&](const std::vector<float>& l) { return sampler.sample(l.data(), l.size()); });
+    decode_steps += static_cast<size_t>(g.n_chosen);
+    decode_s += g.decode_s;
+  }
+  nlohmann::json run = eng.finish();
+  nlohmann::json r = run["predictor"];
+  r["label"] = sp.label;
+  r["prompts"] = prompts.size();
+  r["prompt_tokens"] = prompt_tokens;
+  r["decode_steps"] = decode_steps;
+  r["decode_tokens_per_second"] = decode_s > 0 ? static_cast<double>(decode_steps) / decode_s : 0.0;
+  nlohmann::json peaks = nlohmann::json::array();
+  for (const auto& rk : run["ranks"]) peaks.push_back(rk.value("peak_host_bytes", 0));
+  r["peak_host_bytes_per_rank"] = peaks;
+  std::fprintf(stderr, " recall %.4f\n", r.value("recall", 0.0));
+  return r;
+}
+
+// The table, one line per predictor.
+void print_eval_table(const nlohmann::json& results, int world) {
+  std::printf("%-14s %9s %9s %9s %10s %9s %9s\n", "predictor", "recall", "precision", "ready", "mean lead", "shadow",
+              "tok/s");
+  for (const auto& r : results) {
+    const double shadow_mb = static_cast<double>(r.value("shadow_weight_bytes", 0)) / (1 << 20);
+    char sh[32] = "-";
+    if (r.contains("shadow_weight_bytes")) std::snprintf(sh, sizeof sh, "%.1f MiB", shadow_mb);
+    std::printf("%-14s %9s %9s %9s %10.2f %9s %9.0f\n", r["label"].get<std::string>().c_str(),
+                fmt_pct(r["recall"].get<double>()).c_str(), fmt_pct(r["precision"].get<double>()).c_str(),
+                fmt_pct(r["ready_fraction"].get<double>()).c_str(), r["mean_lead_layers"].get<double>(), sh,
+                r["decode_tokens_per_second"].get<double>());
+  }
+  std::printf("ready: share of decode layers whose prediction was complete at least %d layer(s) before the layer "
+              "ran%s\n",
+              results.empty() ? 1 : results[0]["ready_lead_layers"].get<int>(),
+              world == 1 ? " (one process: the model waited for the predictor, so lead times are not meaningful)" : "");
+}
+
 }  // namespace
 
 int cmd_eval_predictor(int argc, char** argv) {
@@ -153,62 +211,14 @@ int cmd_eval_predictor(int argc, char** argv) {
     eo.dist.predictor = sp.predictor;
     if (!sp.shadow_dtype.empty()) eo.dist.shadow.dtype = sp.shadow_dtype;
     Engine::run(eo, [&](Engine& eng) {
-    engine_desc = eng.describe();
-    const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
-    Model& model = eng.model();
-    const int ctx = model.n_ctx();
-    ODMOE_CHECK(tokens + 2 <= ctx, kCli, "bad-option", "--tokens " << tokens << " does not fit the context of " << ctx,
-                "lower --tokens");
-    Sampler sampler(sc);
-    GenerationOptions go;
-    go.max_new = tokens;
-    go.forward_last = true;  // every sampled token is a decode step whose experts were predicted
-    size_t decode_steps = 0, prompt_tokens = 0;
-    double decode_s = 0;
-    std::fprintf(stderr, "[eval-predictor] %s: %zu prompts x %d tokens ...", sp.label.c_str(), prompts.size(), tokens);
-    for (const std::string& p : prompts) {
-      std::vector<int32_t> ids = tok.encode(p, true);
-      const size_t keep = static_cast<size_t>(ctx - tokens - 1);
-      if (ids.size() > keep) ids.erase(ids.begin(), ids.end() - static_cast<long>(keep));  // the prompt's end
-      prompt_tokens += ids.size();
-      const GenerationResult g =
-          generate(model, ids, go, [&](const std::vector<float>& l) { return sampler.sample(l.data(), l.size()); });
-      decode_steps += static_cast<size_t>(g.n_chosen);
-      decode_s += g.decode_s;
-    }
-    nlohmann::json run = eng.finish();
-    nlohmann::json r = run["predictor"];
-    r["label"] = sp.label;
-    r["prompts"] = prompts.size();
-    r["prompt_tokens"] = prompt_tokens;
-    r["decode_steps"] = decode_steps;
-    r["decode_tokens_per_second"] = decode_s > 0 ? static_cast<double>(decode_steps) / decode_s : 0.0;
-    nlohmann::json peaks = nlohmann::json::array();
-    for (const auto& rk : run["ranks"]) peaks.push_back(rk.value("peak_host_bytes", 0));
-    r["peak_host_bytes_per_rank"] = peaks;
-    std::fprintf(stderr, " recall %.4f\n", r.value("recall", 0.0));
-    results.push_back(r);
-    return 0;
+      engine_desc = eng.describe();
+      results.push_back(evaluate_one(eng, sp, prompts, tokens, sc));
+      return 0;
     });
   }
   if (rank != 0) return 0;
 
-  // The table.
-  std::printf("%-14s %9s %9s %9s %10s %9s %9s\n", "predictor", "recall", "precision", "ready", "mean lead", "shadow",
-              "tok/s");
-  for (const auto& r : results) {
-    const double shadow_mb = static_cast<double>(r.value("shadow_weight_bytes", 0)) / (1 << 20);
-    char sh[32] = "-";
-    if (r.contains("shadow_weight_bytes")) std::snprintf(sh, sizeof sh, "%.1f MiB", shadow_mb);
-    std::printf("%-14s %9s %9s %9s %10.2f %9s %9.0f\n", r["label"].get<std::string>().c_str(),
-                fmt_pct(r["recall"].get<double>()).c_str(), fmt_pct(r["precision"].get<double>()).c_str(),
-                fmt_pct(r["ready_fraction"].get<double>()).c_str(), r["mean_lead_layers"].get<double>(), sh,
-                r["decode_tokens_per_second"].get<double>());
-  }
-  std::printf("ready: share of decode layers whose prediction was complete at least %d layer(s) before the layer "
-              "ran%s\n",
-              results.empty() ? 1 : results[0]["ready_lead_layers"].get<int>(),
-              world == 1 ? " (one process: the model waited for the predictor, so lead times are not meaningful)" : "");
+  print_eval_table(results, world);
   if (!json_path.empty()) {
     nlohmann::json j = {{"model", ea.eo.model_dir},
                         {"prompts_file", prompts_path},

@@ -177,6 +177,79 @@ void report_run(const nlohmann::json& run, double wall) {
   }
 }
 
+// Generates every prompt in turn: streams the text (one prompt) or prints a JSON line per
+// prompt (a batch, into `per_prompt` without its text too), recording the routing for
+// --save-routing.
+std::vector<Generation> generate_prompts(Engine& eng, const GenerateArgs& a, const Tokenizer& tok,
+                                         const std::vector<std::vector<int32_t>>& inputs, nlohmann::json* per_prompt,
+                                         RoutingTrace* routing_out) {
+  const bool batch = a.batch;
+  const std::vector<int32_t> eos = eos_ids(eng.files(), tok);
+  RoutingTrace& routing = *routing_out;
+  const ModelConfig& mc = eng.model().config();
+  routing.model_uid = eng.files().header().model_uid;
+  routing.n_layer = mc.n_layer;
+  routing.n_expert = mc.n_expert;
+  routing.top_k = mc.n_expert_used;
+  routing.prompt = inputs[0];
+  auto record = [&](const int32_t* toks, size_t n) {
+    if (a.routing_path.empty()) return;
+    RoutingTrace::Step st;
+    st.tokens.assign(toks, toks + n);
+    for (int l = 0; l < mc.n_layer; ++l) st.layers.push_back(eng.model().last_routing(l));
+    routing.steps.push_back(std::move(st));
+  };
+  auto emit = [&](const std::string& piece) {
+    if (batch || piece.empty()) return;
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
+  };
+
+  std::vector<Generation> gens;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    emit(a.prompt);
+    Generation g;
+    Sampler sampler(a.sc);
+    StreamDecoder stream(tok);
+    for (int32_t id : inputs[i]) stream.push(id);  // the prompt is given; the text continues after it
+    GenerationOptions go;
+    go.max_new = a.max_new;
+    go.stop_ids = eos;
+    g.r = generate(
+        eng.model(), inputs[i], go, [&](const std::vector<float>& l) { return sampler.sample(l.data(), l.size()); },
+        [&](int32_t id) {
+          const std::string piece = stream.push(id);
+          g.text += piece;
+          emit(piece);
+        },
+        record);
+    const std::string rest = stream.flush();
+    g.text += rest;
+    emit(rest);
+    gens.push_back(std::move(g));
+    const GenerationResult& r = gens.back().r;
+    if (batch) {
+      eng.mark_memory(static_cast<int64_t>(i + 1));
+      const nlohmann::json line = {{"index", i + 1},
+                                   {"prompt_tokens", inputs[i].size()},
+                                   {"generated_tokens", r.n_chosen},
+                                   {"stop", r.stop},
+                                   {"ttft_seconds", r.prefill_s},
+                                   {"decode_tokens_per_second", r.decode_rate()},
+                                   {"text", gens.back().text}};
+      std::printf("%s\n", line.dump().c_str());
+      std::fflush(stdout);
+      nlohmann::json brief = line;
+      brief.erase("text");
+      per_prompt->push_back(brief);
+    } else {
+      std::fputs("\n", stdout);
+      std::fflush(stdout);
+    }
+  }
+  return gens;
+}
+
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
@@ -191,71 +264,9 @@ int cmd_generate(int argc, char** argv) {
     const Tokenizer tok = Tokenizer::from_json(eng.files().tokenizer_json());
     const double load_s = now_s() - t_load;
     const std::vector<std::vector<int32_t>> inputs = encode_prompts(a, prompts, tok, eng.model().n_ctx());
-    const std::vector<int32_t> eos = eos_ids(eng.files(), tok);
-
     RoutingTrace routing;
-    const ModelConfig& mc = eng.model().config();
-    routing.model_uid = eng.files().header().model_uid;
-    routing.n_layer = mc.n_layer;
-    routing.n_expert = mc.n_expert;
-    routing.top_k = mc.n_expert_used;
-    routing.prompt = inputs[0];
-    auto record = [&](const int32_t* toks, size_t n) {
-      if (a.routing_path.empty()) return;
-      RoutingTrace::Step st;
-      st.tokens.assign(toks, toks + n);
-      for (int l = 0; l < mc.n_layer; ++l) st.layers.push_back(eng.model().last_routing(l));
-      routing.steps.push_back(std::move(st));
-    };
-    auto emit = [&](const std::string& piece) {
-      if (batch || piece.empty()) return;
-      std::fputs(piece.c_str(), stdout);
-      std::fflush(stdout);
-    };
-
-    std::vector<Generation> gens;
     nlohmann::json per_prompt = nlohmann::json::array();
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      emit(a.prompt);
-      Generation g;
-      Sampler sampler(a.sc);
-      StreamDecoder stream(tok);
-      for (int32_t id : inputs[i]) stream.push(id);  // the prompt is given; the text continues after it
-      GenerationOptions go;
-      go.max_new = a.max_new;
-      go.stop_ids = eos;
-      g.r = generate(
-          eng.model(), inputs[i], go, [&](const std::vector<float>& l) { return sampler.sample(l.data(), l.size()); },
-          [&](int32_t id) {
-            const std::string piece = stream.push(id);
-            g.text += piece;
-            emit(piece);
-          },
-          record);
-      const std::string rest = stream.flush();
-      g.text += rest;
-      emit(rest);
-      gens.push_back(std::move(g));
-      const GenerationResult& r = gens.back().r;
-      if (batch) {
-        eng.mark_memory(static_cast<int64_t>(i + 1));
-        const nlohmann::json line = {{"index", i + 1},
-                                     {"prompt_tokens", inputs[i].size()},
-                                     {"generated_tokens", r.n_chosen},
-                                     {"stop", r.stop},
-                                     {"ttft_seconds", r.prefill_s},
-                                     {"decode_tokens_per_second", r.decode_rate()},
-                                     {"text", gens.back().text}};
-        std::printf("%s\n", line.dump().c_str());
-        std::fflush(stdout);
-        nlohmann::json brief = line;
-        brief.erase("text");
-        per_prompt.push_back(brief);
-      } else {
-        std::fputs("\n", stdout);
-        std::fflush(stdout);
-      }
-    }
+    const std::vector<Generation> gens = generate_prompts(eng, a, tok, inputs, &per_prompt, &routing);
     double prefill_s = 0, decode_s = 0;
     int n_gen = 0, decode_steps = 0;
     size_t prompt_tokens = 0;

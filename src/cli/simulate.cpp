@@ -161,16 +161,28 @@ void print_groups(const sim::GroupsSuggestion& s, double device_bytes, const sim
               any_over ? "; '!': the slots do not fit in the device's memory" : "");
 }
 
-}  // namespace
-
-int cmd_simulate(int argc, char** argv) {
-  po::options_description o("simulate options");
+// The command line of odmoe simulate.
+struct SimArgs {
   std::string from_stats, arch, dtype_s = "bf16", gpu_s = "rtx3090", json_path;
   bool suggest = false, shadow_node = false;
   uint64_t seed = 1;
   Overrides ov;
   std::optional<double> mem_gbs, tflops, mem_eff, comp_eff, main_overhead_us, expert_overhead_us;
   std::optional<int> context;
+};
+
+// False: the help was asked for (printed).
+bool parse_simulate_args(int argc, char** argv, SimArgs* a) {
+  std::string& from_stats = a->from_stats;
+  std::string& arch = a->arch;
+  std::string& dtype_s = a->dtype_s;
+  std::string& gpu_s = a->gpu_s;
+  std::string& json_path = a->json_path;
+  bool& suggest = a->suggest;
+  bool& shadow_node = a->shadow_node;
+  uint64_t& seed = a->seed;
+  Overrides& ov = a->ov;
+  po::options_description o("simulate options");
   o.add_options()("from-stats", po::value(&from_stats),
                   "a run measured by odmoe: `generate --stats-json` or `bench --json` (every run in it)")(
       "arch", po::value(&arch), "describe the model instead: mixtral-8x7b | qwen3-30b-a3b | olmoe-1b-7b | deepseek-v3")(
@@ -212,13 +224,13 @@ int cmd_simulate(int argc, char** argv) {
   opt(cp, "dense-ms-per-layer", &ov.dense_ms, "main's work per layer without routed experts, ms");
   opt(cp, "step-ms", &ov.step_ms, "main's work per token outside the layers (LM head, sampling), ms");
   opt(cp, "expert-ms", &ov.expert_ms, "one expert on a worker, ms");
-  opt(cp, "mem-gbs", &mem_gbs, "--arch: device memory bandwidth, GB/s (instead of the preset's)");
-  opt(cp, "tflops", &tflops, "--arch: device dense TFLOP/s (instead of the preset's)");
-  opt(cp, "mem-efficiency", &mem_eff, "--arch: share of memory bandwidth reached (default 0.7)");
-  opt(cp, "compute-efficiency", &comp_eff, "--arch: share of peak FLOP/s reached (default 0.5)");
-  opt(cp, "main-overhead-us", &main_overhead_us, "--arch: fixed cost per layer on main (default 30)");
-  opt(cp, "expert-overhead-us", &expert_overhead_us, "--arch: fixed cost per expert on a worker (default 15)");
-  opt(cp, "context", &context, "--arch: KV-cache positions read per layer (default 512)");
+  opt(cp, "mem-gbs", &a->mem_gbs, "--arch: device memory bandwidth, GB/s (instead of the preset's)");
+  opt(cp, "tflops", &a->tflops, "--arch: device dense TFLOP/s (instead of the preset's)");
+  opt(cp, "mem-efficiency", &a->mem_eff, "--arch: share of memory bandwidth reached (default 0.7)");
+  opt(cp, "compute-efficiency", &a->comp_eff, "--arch: share of peak FLOP/s reached (default 0.5)");
+  opt(cp, "main-overhead-us", &a->main_overhead_us, "--arch: fixed cost per layer on main (default 30)");
+  opt(cp, "expert-overhead-us", &a->expert_overhead_us, "--arch: fixed cost per expert on a worker (default 15)");
+  opt(cp, "context", &a->context, "--arch: KV-cache positions read per layer (default 512)");
   po::options_description md("mode and predictor (overrides)");
   opt(md, "mode", &ov.mode, "resident | on-demand | cache (--arch default on-demand)");
   opt(md, "predictor", &ov.predictor, "shadow | gate-ahead | previous | random | oracle | none: sets recall and lead "
@@ -237,211 +249,250 @@ int cmd_simulate(int argc, char** argv) {
   opt(md, "tokens", &ov.tokens, "decode steps to simulate (default: the run's, or 128)");
   o.add(m).add(cl).add(ln).add(cp).add(md).add(pl);
   po::variables_map vm;
-  if (!parse_options(argc, argv, o, po::positional_options_description(), kSimUsage, &vm)) return 0;
+  if (!parse_options(argc, argv, o, po::positional_options_description(), kSimUsage, &vm)) return false;
   if (from_stats.empty() == arch.empty())
     throw UsageError("give either --from-stats FILE (a measured run) or --arch NAME (a description)");
+  return true;
+}
 
-  struct Run {
-    std::string label;
-    sim::SimConfig config;
-    nlohmann::json measured, derived;
-  };
-  std::vector<Run> runs;
+
+struct Run {
+  std::string label;
+  sim::SimConfig config;
+  nlohmann::json measured, derived;
+};
+
+// The machine an --arch description runs on.
+struct ArchHardware {
   double device_bytes = 0;
-  nlohmann::json hardware;
-  if (!from_stats.empty()) {
-    for (sim::MeasuredRun& r : sim::runs_from_stats_file(from_stats)) {
-      if (ov.pull_post_us) {
-        if (*ov.pull_post_us < 0) throw UsageError("--pull-post-us must be >= 0");
-        sim::set_pull_post(r, *ov.pull_post_us * 1e-6);
-      }
-      runs.push_back({r.label, r.config, r.measured, r.derived});
+  nlohmann::json hardware;  // null: --from-stats
+};
+
+std::vector<Run> stats_runs(const SimArgs& a) {
+  std::vector<Run> runs;
+  for (sim::MeasuredRun& r : sim::runs_from_stats_file(a.from_stats)) {
+    if (a.ov.pull_post_us) {
+      if (*a.ov.pull_post_us < 0) throw UsageError("--pull-post-us must be >= 0");
+      sim::set_pull_post(r, *a.ov.pull_post_us * 1e-6);
     }
-  } else {
-    const std::optional<DType> dt = parse_dtype(dtype_s);
-    if (!dt) throw UsageError("--dtype must be f32, bf16, f16, int8 or int4, not '" + dtype_s + "'");
-    const sim::ArchShape a = sim::arch_shape(arch, *dt, ov.layers.value_or(0));
-    sim::Hardware hw;
-    hw.gpu = sim::find_gpu(gpu_s);
-    if (mem_gbs) hw.gpu.mem_gbs = *mem_gbs;
-    if (tflops) hw.gpu.tflops_16 = hw.gpu.tflops_32 = *tflops;
-    if (mem_eff) hw.mem_efficiency = *mem_eff;
-    if (comp_eff) hw.compute_efficiency = *comp_eff;
-    if (main_overhead_us) hw.main_overhead_s = *main_overhead_us * 1e-6;
-    if (expert_overhead_us) hw.expert_overhead_s = *expert_overhead_us * 1e-6;
-    if (context) {
-      if (*context < 0) throw UsageError("--context must be >= 0");
-      hw.context = *context;
+    runs.push_back({r.label, r.config, r.measured, r.derived});
+  }
+  return runs;
+}
+
+Run arch_run(const SimArgs& args, ArchHardware* out) {
+  const std::string& arch = args.arch;
+  const std::string& dtype_s = args.dtype_s;
+  const Overrides& ov = args.ov;
+  const std::optional<DType> dt = parse_dtype(dtype_s);
+  if (!dt) throw UsageError("--dtype must be f32, bf16, f16, int8 or int4, not '" + dtype_s + "'");
+  const sim::ArchShape a = sim::arch_shape(arch, *dt, ov.layers.value_or(0));
+  sim::Hardware hw;
+  hw.gpu = sim::find_gpu(args.gpu_s);
+  if (args.mem_gbs) hw.gpu.mem_gbs = *args.mem_gbs;
+  if (args.tflops) hw.gpu.tflops_16 = hw.gpu.tflops_32 = *args.tflops;
+  if (args.mem_eff) hw.mem_efficiency = *args.mem_eff;
+  if (args.comp_eff) hw.compute_efficiency = *args.comp_eff;
+  if (args.main_overhead_us) hw.main_overhead_s = *args.main_overhead_us * 1e-6;
+  if (args.expert_overhead_us) hw.expert_overhead_s = *args.expert_overhead_us * 1e-6;
+  if (args.context) {
+    if (*args.context < 0) throw UsageError("--context must be >= 0");
+    hw.context = *args.context;
+  }
+  const sim::DerivedTimes t = sim::derive_times(a, *dt, hw);
+  sim::SimConfig c;
+  c.model_name = arch + " " + dtype_s;
+  c.n_layer = a.n_layer;
+  c.n_dense_layer = a.n_dense_layer;
+  c.n_expert = a.n_expert;
+  c.top_k = a.top_k;
+  c.expert_bytes = a.expert_bytes;
+  c.act_bytes = 4.0 * a.n_embd;
+  c.t_main_s = t.t_main_s;
+  c.t_dense_layer_s = t.t_dense_layer_s;
+  c.t_step_s = t.t_step_s;
+  c.t_expert_s = t.t_expert_s;
+  c.t_submit_s = 10e-6;  // main: the hidden state device -> host, and the sends (assumption)
+  const double link = ov.link_gbps.value_or(1.0);
+  c.net_gbps = link;
+  c.load_gbps = hw.gpu.host_load_gbps;
+  c.load_latency_s = 20e-6;  // a cudaMemcpyAsync and an RMA get posted and completed (assumption)
+  c.msg_latency_s = link <= 25 ? 50e-6 : 5e-6;  // MPI over TCP/Ethernet vs RDMA, one way (assumption)
+  c.mode = sim::SimMode::kOnDemand;
+  const PredictorDefaults pd = predictor_defaults("shadow", c.top_k, c.n_expert);
+  c.predicted = pd.predicted;
+  c.recall = pd.recall;
+  c.lead_tokens = pd.lead_tokens;
+  const double device_bytes = hw.gpu.memory_gb * 1e9;
+  out->device_bytes = device_bytes;
+  out->hardware = {{"gpu", hw.gpu.name},
+              {"mem_gbs", hw.gpu.mem_gbs},
+              {"tflops_16", hw.gpu.tflops_16},
+              {"tflops_32", hw.gpu.tflops_32},
+              {"memory_gb", hw.gpu.memory_gb},
+              {"host_load_gbps", hw.gpu.host_load_gbps},
+              {"source", hw.gpu.note},
+              {"mem_efficiency", hw.mem_efficiency},
+              {"compute_efficiency", hw.compute_efficiency},
+              {"main_overhead_seconds", hw.main_overhead_s},
+              {"expert_overhead_seconds", hw.expert_overhead_s},
+              {"step_overhead_seconds", hw.step_overhead_s},
+              {"context", hw.context},
+              {"main_weight_bytes", t.main_weight_bytes},
+              {"main_fits", t.main_weight_bytes <= device_bytes}};
+  return {arch + " " + dtype_s + " on " + hw.gpu.name, c, nullptr, {{"from", "--arch description"}}};
+}
+
+// The command line's overrides, in an order where later ones see the earlier ones.
+void apply_overrides(const SimArgs& a, Run* run_p) {
+  Run& run = *run_p;
+  const Overrides& ov = a.ov;
+  const std::string& from_stats = a.from_stats;
+  const std::string& arch = a.arch;
+  const bool shadow_node = a.shadow_node;
+  const uint64_t seed = a.seed;
+  sim::SimConfig& c = run.config;
+  nlohmann::json& d = run.derived;
+  auto note = [&d](const char* key, double v) { d[key] = {{"value", v}, {"from", "command line"}}; };
+  if (ov.layers && from_stats.size()) c.n_layer = *ov.layers;
+  if (ov.experts) c.n_expert = *ov.experts;
+  if (ov.top_k) c.top_k = *ov.top_k;
+  if (ov.expert_mb) c.expert_bytes = *ov.expert_mb * (1 << 20), note("expert_bytes", c.expert_bytes);
+  if (ov.hidden) c.act_bytes = 4.0 * *ov.hidden;
+  if (ov.nodes) {
+    const int w = *ov.nodes - 1 - (shadow_node ? 1 : 0);
+    if (w < 1) throw UsageError("--nodes " + std::to_string(*ov.nodes) + " leaves no node for workers");
+    c.n_workers = w;
+    if (!ov.groups) c.n_groups = 0;
+  }
+  if (ov.workers) {
+    if (*ov.workers < 1) throw UsageError("--workers must be at least 1");
+    c.n_workers = *ov.workers;
+    if (!ov.groups) c.n_groups = 0;
+  }
+  if (arch.size() && !ov.nodes && !ov.workers)
+    throw UsageError("--arch needs the cluster's size: --nodes N or --workers W");
+  if (ov.groups) c.n_groups = *ov.groups;
+  if (ov.lookahead) c.lookahead = *ov.lookahead;
+  if (ov.workers_per_link) c.workers_per_link = *ov.workers_per_link;
+  if (ov.link_gbps) {
+    if (*ov.link_gbps < 0) throw UsageError("--link-gbps must be >= 0");
+    c.net_gbps = *ov.link_gbps;
+    note("net_gbps", c.net_gbps);
+    if (c.act_bytes <= 0 && !ov.store)
+      std::fprintf(stderr, "odmoe simulate: the activation size is not known (the run's model directory is not at "
+                           "hand), so --link-gbps only adds latency; give --hidden N\n");
+  }
+  if (ov.load_gbps) c.load_gbps = *ov.load_gbps, note("load_gbps", c.load_gbps);
+  if (ov.store) {
+    if (*ov.store != "replicated" && *ov.store != "sharded") throw UsageError("--store must be replicated or sharded");
+    if (*ov.store == "sharded") {
+      if (c.net_gbps <= 0) throw UsageError("--store sharded needs --link-gbps (the pulls cross it)");
+      c.load_gbps = c.load_gbps > 0 ? std::min(c.load_gbps, c.net_gbps) : c.net_gbps;
+      note("load_gbps", c.load_gbps);
     }
-    const sim::DerivedTimes t = sim::derive_times(a, *dt, hw);
-    sim::SimConfig c;
-    c.model_name = arch + " " + dtype_s;
-    c.n_layer = a.n_layer;
-    c.n_dense_layer = a.n_dense_layer;
-    c.n_expert = a.n_expert;
-    c.top_k = a.top_k;
-    c.expert_bytes = a.expert_bytes;
-    c.act_bytes = 4.0 * a.n_embd;
-    c.t_main_s = t.t_main_s;
-    c.t_dense_layer_s = t.t_dense_layer_s;
-    c.t_step_s = t.t_step_s;
-    c.t_expert_s = t.t_expert_s;
-    c.t_submit_s = 10e-6;  // main: the hidden state device -> host, and the sends (assumption)
-    const double link = ov.link_gbps.value_or(1.0);
-    c.net_gbps = link;
-    c.load_gbps = hw.gpu.host_load_gbps;
-    c.load_latency_s = 20e-6;  // a cudaMemcpyAsync and an RMA get posted and completed (assumption)
-    c.msg_latency_s = link <= 25 ? 50e-6 : 5e-6;  // MPI over TCP/Ethernet vs RDMA, one way (assumption)
-    c.mode = sim::SimMode::kOnDemand;
-    const PredictorDefaults pd = predictor_defaults("shadow", c.top_k, c.n_expert);
+  }
+  if (ov.load_latency_us) c.load_latency_s = *ov.load_latency_us * 1e-6;
+  if (ov.pull_start_us) c.pull_start_s = *ov.pull_start_us * 1e-6;
+  if (ov.pull_notice_us) c.pull_notice_s = *ov.pull_notice_us * 1e-6;
+  if (ov.pull_post_us && from_stats.empty()) c.pull_post_s = *ov.pull_post_us * 1e-6;
+  if (ov.msg_us) c.msg_latency_s = *ov.msg_us * 1e-6, note("msg_latency_seconds", c.msg_latency_s);
+  if (ov.main_ms) c.t_main_s = *ov.main_ms * 1e-3, note("t_main_seconds", c.t_main_s);
+  if (ov.dense_ms) c.t_dense_layer_s = *ov.dense_ms * 1e-3;
+  if (ov.submit_ms) c.t_submit_s = *ov.submit_ms * 1e-3, note("t_submit_seconds", c.t_submit_s);
+  if (ov.step_ms) c.t_step_s = *ov.step_ms * 1e-3, note("t_step_seconds", c.t_step_s);
+  if (ov.expert_ms) c.t_expert_s = *ov.expert_ms * 1e-3, note("t_expert_seconds", c.t_expert_s);
+  if (ov.mode) c.mode = sim::parse_sim_mode(*ov.mode);
+  if (ov.predictor) {
+    const PredictorDefaults pd = predictor_defaults(*ov.predictor, c.top_k, std::max(1, c.n_expert));
     c.predicted = pd.predicted;
     c.recall = pd.recall;
+    c.unpredicted = 0;
+    c.lead.clear();
     c.lead_tokens = pd.lead_tokens;
-    device_bytes = hw.gpu.memory_gb * 1e9;
-    hardware = {{"gpu", hw.gpu.name},
-                {"mem_gbs", hw.gpu.mem_gbs},
-                {"tflops_16", hw.gpu.tflops_16},
-                {"tflops_32", hw.gpu.tflops_32},
-                {"memory_gb", hw.gpu.memory_gb},
-                {"host_load_gbps", hw.gpu.host_load_gbps},
-                {"source", hw.gpu.note},
-                {"mem_efficiency", hw.mem_efficiency},
-                {"compute_efficiency", hw.compute_efficiency},
-                {"main_overhead_seconds", hw.main_overhead_s},
-                {"expert_overhead_seconds", hw.expert_overhead_s},
-                {"step_overhead_seconds", hw.step_overhead_s},
-                {"context", hw.context},
-                {"main_weight_bytes", t.main_weight_bytes},
-                {"main_fits", t.main_weight_bytes <= device_bytes}};
-    runs.push_back({arch + " " + dtype_s + " on " + hw.gpu.name, c, nullptr, {{"from", "--arch description"}}});
+    if (pd.lead_tokens < 0) c.lead = {{pd.lead_layers, 1.0}};  // resolved to G - 1 below
+    d["predictor"] = {{"name", *ov.predictor}, {"recall", c.recall}, {"from", "--predictor defaults"}};
   }
+  if (ov.recall) c.recall = *ov.recall, c.predicted = true, note("recall", c.recall);
+  if (ov.unpredicted) c.unpredicted = *ov.unpredicted;
+  if (ov.lead) apply_lead(*ov.lead, &c), c.predicted = c.predicted || c.mode != sim::SimMode::kResident;
+  if (ov.cache_hit_rate) c.cache_hit_rate = *ov.cache_hit_rate;
+  if (ov.tokens) c.n_tokens = *ov.tokens;
+  if (ov.poll) {
+    if (*ov.poll != "backoff" && *ov.poll != "loads" && *ov.poll != "ideal")
+      throw UsageError("--poll must be backoff, loads or ideal, not '" + *ov.poll + "'");
+    c.poll.loads = *ov.poll != "ideal";
+    c.poll.messages = *ov.poll == "backoff";
+  }
+  if (ov.poll_spin_us) c.poll.spin_s = *ov.poll_spin_us * 1e-6;
+  if (ov.overshoot_us) c.poll.overshoot_s = *ov.overshoot_us * 1e-6;
+  if (ov.wake_us) c.poll.wake_s = *ov.wake_us * 1e-6;
+  c.seed = seed;
+  for (sim::LeadBucket& b : c.lead)  // gate-ahead: G - 1 layers (at least 1)
+    if (b.layers < 0) {
+      const int G = c.n_groups > 0 ? c.n_groups
+                    : c.n_workers > 0 && c.top_k > 0 ? Schedule::default_groups(c.n_workers, c.top_k)
+                                                     : 1;
+      b.layers = std::max(1, G - 1);
+    }
+  c.validate();
+}
 
-  // Overrides, in an order where later ones see the earlier ones.
-  for (Run& run : runs) {
-    sim::SimConfig& c = run.config;
-    nlohmann::json& d = run.derived;
-    auto note = [&d](const char* key, double v) { d[key] = {{"value", v}, {"from", "command line"}}; };
-    if (ov.layers && from_stats.size()) c.n_layer = *ov.layers;
-    if (ov.experts) c.n_expert = *ov.experts;
-    if (ov.top_k) c.top_k = *ov.top_k;
-    if (ov.expert_mb) c.expert_bytes = *ov.expert_mb * (1 << 20), note("expert_bytes", c.expert_bytes);
-    if (ov.hidden) c.act_bytes = 4.0 * *ov.hidden;
-    if (ov.nodes) {
-      const int w = *ov.nodes - 1 - (shadow_node ? 1 : 0);
-      if (w < 1) throw UsageError("--nodes " + std::to_string(*ov.nodes) + " leaves no node for workers");
-      c.n_workers = w;
-      if (!ov.groups) c.n_groups = 0;
-    }
-    if (ov.workers) {
-      if (*ov.workers < 1) throw UsageError("--workers must be at least 1");
-      c.n_workers = *ov.workers;
-      if (!ov.groups) c.n_groups = 0;
-    }
-    if (arch.size() && !ov.nodes && !ov.workers)
-      throw UsageError("--arch needs the cluster's size: --nodes N or --workers W");
-    if (ov.groups) c.n_groups = *ov.groups;
-    if (ov.lookahead) c.lookahead = *ov.lookahead;
-    if (ov.workers_per_link) c.workers_per_link = *ov.workers_per_link;
-    if (ov.link_gbps) {
-      if (*ov.link_gbps < 0) throw UsageError("--link-gbps must be >= 0");
-      c.net_gbps = *ov.link_gbps;
-      note("net_gbps", c.net_gbps);
-      if (c.act_bytes <= 0 && !ov.store)
-        std::fprintf(stderr, "odmoe simulate: the activation size is not known (the run's model directory is not at "
-                             "hand), so --link-gbps only adds latency; give --hidden N\n");
-    }
-    if (ov.load_gbps) c.load_gbps = *ov.load_gbps, note("load_gbps", c.load_gbps);
-    if (ov.store) {
-      if (*ov.store != "replicated" && *ov.store != "sharded") throw UsageError("--store must be replicated or sharded");
-      if (*ov.store == "sharded") {
-        if (c.net_gbps <= 0) throw UsageError("--store sharded needs --link-gbps (the pulls cross it)");
-        c.load_gbps = c.load_gbps > 0 ? std::min(c.load_gbps, c.net_gbps) : c.net_gbps;
-        note("load_gbps", c.load_gbps);
-      }
-    }
-    if (ov.load_latency_us) c.load_latency_s = *ov.load_latency_us * 1e-6;
-    if (ov.pull_start_us) c.pull_start_s = *ov.pull_start_us * 1e-6;
-    if (ov.pull_notice_us) c.pull_notice_s = *ov.pull_notice_us * 1e-6;
-    if (ov.pull_post_us && from_stats.empty()) c.pull_post_s = *ov.pull_post_us * 1e-6;
-    if (ov.msg_us) c.msg_latency_s = *ov.msg_us * 1e-6, note("msg_latency_seconds", c.msg_latency_s);
-    if (ov.main_ms) c.t_main_s = *ov.main_ms * 1e-3, note("t_main_seconds", c.t_main_s);
-    if (ov.dense_ms) c.t_dense_layer_s = *ov.dense_ms * 1e-3;
-    if (ov.submit_ms) c.t_submit_s = *ov.submit_ms * 1e-3, note("t_submit_seconds", c.t_submit_s);
-    if (ov.step_ms) c.t_step_s = *ov.step_ms * 1e-3, note("t_step_seconds", c.t_step_s);
-    if (ov.expert_ms) c.t_expert_s = *ov.expert_ms * 1e-3, note("t_expert_seconds", c.t_expert_s);
-    if (ov.mode) c.mode = sim::parse_sim_mode(*ov.mode);
-    if (ov.predictor) {
-      const PredictorDefaults pd = predictor_defaults(*ov.predictor, c.top_k, std::max(1, c.n_expert));
-      c.predicted = pd.predicted;
-      c.recall = pd.recall;
-      c.unpredicted = 0;
-      c.lead.clear();
-      c.lead_tokens = pd.lead_tokens;
-      if (pd.lead_tokens < 0) c.lead = {{pd.lead_layers, 1.0}};  // resolved to G - 1 below
-      d["predictor"] = {{"name", *ov.predictor}, {"recall", c.recall}, {"from", "--predictor defaults"}};
-    }
-    if (ov.recall) c.recall = *ov.recall, c.predicted = true, note("recall", c.recall);
-    if (ov.unpredicted) c.unpredicted = *ov.unpredicted;
-    if (ov.lead) apply_lead(*ov.lead, &c), c.predicted = c.predicted || c.mode != sim::SimMode::kResident;
-    if (ov.cache_hit_rate) c.cache_hit_rate = *ov.cache_hit_rate;
-    if (ov.tokens) c.n_tokens = *ov.tokens;
-    if (ov.poll) {
-      if (*ov.poll != "backoff" && *ov.poll != "loads" && *ov.poll != "ideal")
-        throw UsageError("--poll must be backoff, loads or ideal, not '" + *ov.poll + "'");
-      c.poll.loads = *ov.poll != "ideal";
-      c.poll.messages = *ov.poll == "backoff";
-    }
-    if (ov.poll_spin_us) c.poll.spin_s = *ov.poll_spin_us * 1e-6;
-    if (ov.overshoot_us) c.poll.overshoot_s = *ov.overshoot_us * 1e-6;
-    if (ov.wake_us) c.poll.wake_s = *ov.wake_us * 1e-6;
-    c.seed = seed;
-    for (sim::LeadBucket& b : c.lead)  // gate-ahead: G - 1 layers (at least 1)
-      if (b.layers < 0) {
-        const int G = c.n_groups > 0 ? c.n_groups
-                      : c.n_workers > 0 && c.top_k > 0 ? Schedule::default_groups(c.n_workers, c.top_k)
-                                                       : 1;
-        b.layers = std::max(1, G - 1);
-      }
-    c.validate();
+// Simulates one run, prints it (beside what was measured) and returns its JSON; a measured
+// run's relative error goes to `errors`.
+nlohmann::json simulate_run(const Run& run, const SimArgs& a, const ArchHardware& hwi, std::vector<double>* errors) {
+  const nlohmann::json& hardware = hwi.hardware;
+  const double device_bytes = hwi.device_bytes;
+  const bool suggest = a.suggest;
+  const sim::SimResult r = sim::simulate(run.config);
+  std::printf("%s\n", run.label.c_str());
+  if (!hardware.is_null()) {
+    const double main_bytes = hardware["main_weight_bytes"].get<double>();
+    sim::SimConfig resident = run.config;
+    resident.mode = sim::SimMode::kResident;
+    const double resident_bytes = worker_slot_bytes(resident);
+    std::printf("  %s: %.4g TB/s, %.4g TFLOP/s (16-bit), %.4g GB, host->device %.4g Gbit/s (%s); main holds %.3g GB "
+                "of weights%s; worker slots %.3g GB (resident: %.3g GB%s)\n",
+                hardware["gpu"].get<std::string>().c_str(), hardware["mem_gbs"].get<double>() / 1e3,
+                hardware["tflops_16"].get<double>(), hardware["memory_gb"].get<double>(),
+                hardware["host_load_gbps"].get<double>(), hardware["source"].get<std::string>().c_str(),
+                main_bytes / 1e9, main_bytes > device_bytes ? " (MORE than the device holds)" : "",
+                worker_slot_bytes(run.config) / 1e9, resident_bytes / 1e9,
+                resident_bytes > device_bytes ? ", MORE than the device holds" : "");
   }
+  print_result(run.config, r, run.measured.is_null() ? nullptr : &run.measured);
+  nlohmann::json j = {{"label", run.label}, {"config", run.config.to_json()}, {"derived", run.derived},
+                      {"simulated", r.to_json()}};
+  if (!run.measured.is_null()) {
+    const double m_tps = run.measured["decode_tokens_per_second"].get<double>();
+    const double err = m_tps > 0 ? (r.tokens_per_second - m_tps) / m_tps : 0.0;
+    errors->push_back(err);
+    j["measured"] = run.measured;
+    j["error_fraction"] = err;
+  }
+  if (suggest) {
+    const sim::GroupsSuggestion s = sim::suggest_groups(run.config);
+    std::printf("  --suggest-groups for %d workers:\n", run.config.n_workers);
+    print_groups(s, device_bytes, run.config);
+    j["suggest_groups"] = s.to_json();
+  }
+  j["worker_slot_bytes"] = worker_slot_bytes(run.config);
+  return j;
+}
+
+}  // namespace
+
+int cmd_simulate(int argc, char** argv) {
+  SimArgs a;
+  if (!parse_simulate_args(argc, argv, &a)) return 0;
+  ArchHardware hw;
+  std::vector<Run> runs = a.from_stats.empty() ? std::vector<Run>{arch_run(a, &hw)} : stats_runs(a);
+  for (Run& run : runs) apply_overrides(a, &run);
 
   nlohmann::json out_runs = nlohmann::json::array();
   std::vector<double> errors;
   for (const Run& run : runs) {
-    const sim::SimResult r = sim::simulate(run.config);
-    std::printf("%s\n", run.label.c_str());
-    if (!hardware.is_null()) {
-      const double main_bytes = hardware["main_weight_bytes"].get<double>();
-      sim::SimConfig resident = run.config;
-      resident.mode = sim::SimMode::kResident;
-      const double resident_bytes = worker_slot_bytes(resident);
-      std::printf("  %s: %.4g TB/s, %.4g TFLOP/s (16-bit), %.4g GB, host->device %.4g Gbit/s (%s); main holds %.3g GB "
-                  "of weights%s; worker slots %.3g GB (resident: %.3g GB%s)\n",
-                  hardware["gpu"].get<std::string>().c_str(), hardware["mem_gbs"].get<double>() / 1e3,
-                  hardware["tflops_16"].get<double>(), hardware["memory_gb"].get<double>(),
-                  hardware["host_load_gbps"].get<double>(), hardware["source"].get<std::string>().c_str(),
-                  main_bytes / 1e9, main_bytes > device_bytes ? " (MORE than the device holds)" : "",
-                  worker_slot_bytes(run.config) / 1e9, resident_bytes / 1e9,
-                  resident_bytes > device_bytes ? ", MORE than the device holds" : "");
-    }
-    print_result(run.config, r, run.measured.is_null() ? nullptr : &run.measured);
-    nlohmann::json j = {{"label", run.label}, {"config", run.config.to_json()}, {"derived", run.derived},
-                        {"simulated", r.to_json()}};
-    if (!run.measured.is_null()) {
-      const double m_tps = run.measured["decode_tokens_per_second"].get<double>();
-      const double err = m_tps > 0 ? (r.tokens_per_second - m_tps) / m_tps : 0.0;
-      errors.push_back(err);
-      j["measured"] = run.measured;
-      j["error_fraction"] = err;
-    }
-    if (suggest) {
-      const sim::GroupsSuggestion s = sim::suggest_groups(run.config);
-      std::printf("  --suggest-groups for %d workers:\n", run.config.n_workers);
-      print_groups(s, device_bytes, run.config);
-      j["suggest_groups"] = s.to_json();
-    }
-    j["worker_slot_bytes"] = worker_slot_bytes(run.config);
-    out_runs.push_back(j);
+    out_runs.push_back(simulate_run(run, a, hw, &errors));
     std::printf("\n");
   }
   if (errors.size() > 1) {
@@ -452,11 +503,11 @@ int cmd_simulate(int argc, char** argv) {
     }
     std::printf("%zu runs: mean |error| %.1f%%, max %.1f%%\n", errors.size(), 100 * mean / errors.size(), 100 * worst);
   }
-  if (!json_path.empty()) {
+  if (!a.json_path.empty()) {
     nlohmann::json j = {{"command", "simulate"}, {"runs", out_runs}};
-    if (!hardware.is_null()) j["hardware"] = hardware;
-    if (!from_stats.empty()) j["from_stats"] = from_stats;
-    write_json_file(json_path, j, 2, "--json");
+    if (!hw.hardware.is_null()) j["hardware"] = hw.hardware;
+    if (!a.from_stats.empty()) j["from_stats"] = a.from_stats;
+    write_json_file(a.json_path, j, 2, "--json");
   }
   return 0;
 }
