@@ -35,4 +35,4 @@ set(ODMOE_SOURCES_predict predict/predictor.cpp predict/prediction_ledger.cpp pr
 set(ODMOE_SOURCES_exec
   exec/options.cpp exec/stats.cpp exec/trace.cpp exec/executor.cpp exec/executor_end.cpp exec/expert_rank.cpp exec/predictor_rank.cpp)
 set(ODMOE_SOURCES_runtime runtime/sampler.cpp runtime/perplexity.cpp runtime/generation.cpp runtime/engine.cpp)
-set(ODMOE_SOURCES_sim sim/schedule_sim.cpp sim/sim_inputs.cpp)
+set(ODMOE_SOURCES_sim sim/sim_config.cpp sim/schedule_sim.cpp sim/sim_inputs.cpp)
