@@ -221,87 +221,36 @@ double number_or(const nlohmann::json& j, const char* key, double dflt) {
 
 }  // namespace
 
-MeasuredRun run_from_stats(const nlohmann::json& s, const std::string& label) {
-  const std::string where = label.empty() ? std::string("the statistics") : label;
-  MeasuredRun run;
-  run.label = label;
-  SimConfig& c = run.config;
-  nlohmann::json& d = run.derived;
-  const nlohmann::json& timing = field(s, "timing", where);
-  const nlohmann::json& sched = field(s, "schedule", where);
-  const nlohmann::json& ranks = field(s, "ranks", where);
-  ODMOE_CHECK(ranks.is_array() && ranks.size() >= 2, kConfig, "bad-field",
-              where << " has " << (ranks.is_array() ? ranks.size() : 0) << " rank(s); a distributed run has main and expert ranks",
-              "run `mpirun -np N odmoe generate ... --stats-json FILE` with N >= 2");
-  const std::string mode = field(sched, "mode", where).get<std::string>();
-  c.mode = parse_sim_mode(mode);
-  c.n_workers = static_cast<int>(number(sched, "workers", where));
-  c.n_groups = static_cast<int>(number(sched, "groups", where));
-  c.lookahead = static_cast<int>(number_or(sched, "lookahead", 1));
-  c.model_name = s.contains("model") && s["model"].is_string() ? s["model"].get<std::string>() : "";
+namespace {
 
-  // Shape: experts and top-k from the schedule's description, layers from the per-layer
-  // predictor figures (else decode layers / decode steps).
-  const std::string desc = sched.contains("description") ? sched["description"].get<std::string>() : "";
-  std::smatch mt;
-  if (std::regex_search(desc, mt, std::regex("top-([0-9]+) of ([0-9]+) experts"))) {
-    c.top_k = std::stoi(mt[1]);
-    c.n_expert = std::stoi(mt[2]);
-  }
-  const nlohmann::json pred = s.contains("predictor") ? s["predictor"] : nlohmann::json::object();
-  const double decode_layers = number(timing, "decode_layers", where);
-  const double generated = number(s, "generated_tokens", where);
-  if (pred.contains("per_layer") && pred["per_layer"].is_array() && !pred["per_layer"].empty())
-    c.n_layer = static_cast<int>(pred["per_layer"].size());
-  else if (generated > 1)
-    c.n_layer = static_cast<int>(std::lround(decode_layers / (generated - 1)));
-  ODMOE_CHECK(decode_layers > 0 && c.n_layer > 0, kConfig, "bad-field", where << " has no decode steps",
-              "generate at least 2 tokens");
-  // The model directory, where it is at hand, has the exact shape and the hidden size
-  // (activation messages carry n_embd f32 values).
-  if (!c.model_name.empty() && std::ifstream(c.model_name + "/" + layout::kModelFile).good()) {
-    try {
-      const ModelFiles files(c.model_name);
-      const ModelConfig& cfg = files.config();
-      c.n_layer = cfg.n_layer;
-      c.n_expert = cfg.n_expert;
-      c.top_k = cfg.n_expert_used;
-      c.act_bytes = 4.0 * cfg.n_embd;
-      d["shape"] = {{"from", c.model_name + "/" + layout::kModelFile}};
-    } catch (const Error&) {
-      // A directory that is not (or no longer) a model: the figures above stand.
-    }
-  }
-  if (!d.contains("shape")) d["shape"] = {{"from", "schedule.description and predictor.per_layer"}};
-  const double steps = decode_layers / c.n_layer;
-  c.n_tokens = std::max(1, static_cast<int>(std::lround(steps)));
-
-  // Main's own work.
-  const double decode_s = number(s, "decode_seconds", where);
-  const double t_worker = number(timing, "t_worker_seconds_per_layer", where);
-  c.t_main_s = number(timing, "t_main_seconds_per_layer", where);
-  // What main did besides its dense work and its waits (t_worker, which main counts from
-  // the end of its sends): sending and predictor upkeep in each layer, the LM head and
-  // sampling per token, and being descheduled where ranks outnumber cores. The statistics
-  // do not split these; the simulator runs them beside each layer's expert phase
-  // (t_submit), and the expert phase as main lived it is counted from the end of routing:
-  // t_submit + t_worker. Its messages take what the workers' work leaves of that.
-  const double rest = std::max(0.0, decode_s / steps - c.n_layer * (c.t_main_s + t_worker));
-  const double phase = rest / c.n_layer + t_worker;
-  d["t_main_seconds"] = {{"value", c.t_main_s}, {"from", "timing.t_main_seconds_per_layer (main's dense work per decode layer)"}};
-
-  // The workers.
+// The expert ranks' figures summed (ranks[1..]).
+struct WorkerTotals {
   double compute = 0, computes = 0, pulls = 0, bytes = 0, load = 0, stall = 0;
   double startup_ranks = 0;  // expert ranks that pulled
+};
+
+// The workers' expert time and the pulls' rate and delays, from the ranks' figures.
+WorkerTotals read_workers(const nlohmann::json& ranks, const nlohmann::json& sched, const std::string& where,
+                          SimConfig* cp, nlohmann::json* dp) {
+  SimConfig& c = *cp;
+  nlohmann::json& d = *dp;
+  WorkerTotals w;
+  double& compute = w.compute;
+  double& computes = w.computes;
+  double& pulls = w.pulls;
+  double& bytes = w.bytes;
+  double& load = w.load;
+  double& stall = w.stall;
+  double& startup_ranks = w.startup_ranks;
   for (size_t r = 1; r < ranks.size(); ++r) {
-    const nlohmann::json& w = ranks[r];
-    compute += number_or(w, "compute_seconds", 0);
-    computes += number_or(w, "computes", 0);
-    const double p = number_or(w, "pulls", 0), ls = number_or(w, "load_seconds", 0);
+    const nlohmann::json& rk = ranks[r];
+    compute += number_or(rk, "compute_seconds", 0);
+    computes += number_or(rk, "computes", 0);
+    const double p = number_or(rk, "pulls", 0), ls = number_or(rk, "load_seconds", 0);
     pulls += p;
-    bytes += number_or(w, "bytes_pulled", 0);
+    bytes += number_or(rk, "bytes_pulled", 0);
     load += ls;
-    stall += number_or(w, "stall_seconds", 0);
+    stall += number_or(rk, "stall_seconds", 0);
     if (p > 0) ++startup_ranks;
   }
   ODMOE_CHECK(computes > 0, kConfig, "bad-field", where << ": the expert ranks computed nothing", "");
@@ -340,6 +289,182 @@ MeasuredRun run_from_stats(const nlohmann::json& s, const std::string& label) {
   }
   d["pull_start_seconds"] = {{"value", c.pull_start_s}, {"from", "not in the statistics (0); --pull-start-us sets it"}};
 
+  return w;
+}
+
+// Resident places expert e on worker e mod S: a worker may compute several experts of a
+// layer. The expected largest share of a layer's top-k on one worker, over uniform routing
+// (deterministic draws).
+double expected_largest_share(int n_expert, int top_k, int S) {
+  uint64_t z = 12345;
+  const auto next = [&z] {
+    uint64_t x = (z += 0x9e3779b97f4a7c15ull);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+  };
+  std::vector<int> perm(static_cast<size_t>(n_expert)), per(static_cast<size_t>(S));
+  double sum = 0;
+  constexpr int kDraws = 4096;
+  for (int i = 0; i < kDraws; ++i) {
+    for (int e = 0; e < n_expert; ++e) perm[static_cast<size_t>(e)] = e;
+    std::fill(per.begin(), per.end(), 0);
+    for (int j = 0; j < top_k; ++j) {
+      const size_t pick = static_cast<size_t>(j) + next() % static_cast<uint64_t>(n_expert - j);
+      std::swap(perm[static_cast<size_t>(j)], perm[pick]);
+      ++per[static_cast<size_t>(perm[static_cast<size_t>(j)] % S)];
+    }
+    sum += *std::max_element(per.begin(), per.end());
+  }
+  return sum / kDraws;
+}
+
+// The predictor: recall, and when its predictions were ready (the lead histogram). Returns
+// its name ("none" when there was none).
+std::string read_predictor(const nlohmann::json& pred, SimConfig* cp, nlohmann::json* dp) {
+  SimConfig& c = *cp;
+  nlohmann::json& d = *dp;
+  const std::string pname = pred.contains("name") && pred["name"].is_string() ? pred["name"].get<std::string>() : "none";
+  c.predicted = c.mode != SimMode::kResident && pname != "none";
+  c.recall = std::clamp(number_or(pred, "recall", 0), 0.0, 1.0);
+  if (c.predicted && pred.contains("lead_histogram") && pred["lead_histogram"].is_object()) {
+    const nlohmann::json& h = pred["lead_histogram"];
+    double unpred = number_or(h, "unpredicted", 0), total = unpred, known = 0, n_known = 0, n_far = 0;
+    for (int l = 0; l < 5; ++l) {
+      const double n = number_or(h, std::to_string(l).c_str(), 0);
+      total += n;
+      if (n > 0) c.lead.push_back({static_cast<double>(l), n});
+      known += l * n;
+      n_known += n;
+    }
+    n_far = number_or(h, "5+", 0);
+    total += n_far;
+    if (n_far > 0) {
+      // The "5+" bucket's mean lead: the overall mean less the other buckets' share.
+      const double mean = number_or(pred, "mean_lead_layers", 5);
+      const double far = std::max(5.0, (mean * (n_known + n_far) - known) / n_far);
+      c.lead.push_back({far, n_far});
+    }
+    c.unpredicted = total > 0 ? unpred / total : 0;
+  }
+  d["predictor"] = {{"name", pname}, {"recall", c.recall}, {"unpredicted_layers", c.unpredicted},
+                    {"from", "predictor.recall and predictor.lead_histogram"}};
+  return pname;
+}
+
+// The model directory, where it is at hand, has the exact shape and the hidden size
+// (activation messages carry n_embd f32 values).
+void read_model_dir(SimConfig* cp, nlohmann::json* dp) {
+  SimConfig& c = *cp;
+  nlohmann::json& d = *dp;
+  if (!c.model_name.empty() && std::ifstream(c.model_name + "/" + layout::kModelFile).good()) {
+    try {
+      const ModelFiles files(c.model_name);
+      const ModelConfig& cfg = files.config();
+      c.n_layer = cfg.n_layer;
+      c.n_expert = cfg.n_expert;
+      c.top_k = cfg.n_expert_used;
+      c.act_bytes = 4.0 * cfg.n_embd;
+      d["shape"] = {{"from", c.model_name + "/" + layout::kModelFile}};
+    } catch (const Error&) {
+      // A directory that is not (or no longer) a model: the figures above stand.
+    }
+  }
+  if (!d.contains("shape")) d["shape"] = {{"from", "schedule.description and predictor.per_layer"}};
+}
+
+// Main waits for the slowest of a layer's workers, not for their mean: how much more it saw
+// than the mean stall is read off the simulation of this very run (one refinement of the
+// message latency). `phase`: main's expert phase per layer; `rtt`: the best round trip.
+void refine_msg_latency(MeasuredRun* runp, double stall_mean, int per_worker, double phase, double rtt) {
+  MeasuredRun& run = *runp;
+  SimConfig& c = run.config;
+  nlohmann::json& d = run.derived;
+  if (stall_mean > 0) {
+    try {
+      SimConfig probe = c;
+      probe.validate();
+      const SimResult r = simulate(probe);
+      const int used = std::min(probe.group_size(), probe.top_k);
+      const double sim_mean = r.stall_seconds / (static_cast<double>(probe.n_tokens) * probe.n_moe_layer() * used);
+      const double seen = r.expert_phase_s - 2 * probe.transfer_seconds() - per_worker * c.t_expert_s -
+                          c.pull_post_s * run.misses_per_worker_layer;
+      if (sim_mean > 1e-12) {
+        const double f = std::clamp(seen / sim_mean, 1.0, static_cast<double>(used));
+        run.msg_before_post_s = std::max(rtt / 2, (phase - per_worker * c.t_expert_s - f * stall_mean) / 2);
+        c.msg_latency_s = std::max(0.0, run.msg_before_post_s - c.pull_post_s * run.misses_per_worker_layer / 2);
+        d["msg_latency_seconds"] = {{"value", c.msg_latency_s},
+                                    {"from", "(t_submit + t_worker - experts per worker x t_expert - f x mean worker "
+                                             "stall per layer) / 2, f: main's stall over the workers' mean in the "
+                                             "simulation of this run"},
+                                    {"f", f}};
+      }
+    } catch (const Error&) {
+      // A shape the statistics do not pin down (the caller sets it): keep the first estimate.
+    }
+  }
+}
+
+}  // namespace
+
+MeasuredRun run_from_stats(const nlohmann::json& s, const std::string& label) {
+  const std::string where = label.empty() ? std::string("the statistics") : label;
+  MeasuredRun run;
+  run.label = label;
+  SimConfig& c = run.config;
+  nlohmann::json& d = run.derived;
+  const nlohmann::json& timing = field(s, "timing", where);
+  const nlohmann::json& sched = field(s, "schedule", where);
+  const nlohmann::json& ranks = field(s, "ranks", where);
+  ODMOE_CHECK(ranks.is_array() && ranks.size() >= 2, kConfig, "bad-field",
+              where << " has " << (ranks.is_array() ? ranks.size() : 0) << " rank(s); a distributed run has main and expert ranks",
+              "run `mpirun -np N odmoe generate ... --stats-json FILE` with N >= 2");
+  const std::string mode = field(sched, "mode", where).get<std::string>();
+  c.mode = parse_sim_mode(mode);
+  c.n_workers = static_cast<int>(number(sched, "workers", where));
+  c.n_groups = static_cast<int>(number(sched, "groups", where));
+  c.lookahead = static_cast<int>(number_or(sched, "lookahead", 1));
+  c.model_name = s.contains("model") && s["model"].is_string() ? s["model"].get<std::string>() : "";
+
+  // Shape: experts and top-k from the schedule's description, layers from the per-layer
+  // predictor figures (else decode layers / decode steps).
+  const std::string desc = sched.contains("description") ? sched["description"].get<std::string>() : "";
+  std::smatch mt;
+  if (std::regex_search(desc, mt, std::regex("top-([0-9]+) of ([0-9]+) experts"))) {
+    c.top_k = std::stoi(mt[1]);
+    c.n_expert = std::stoi(mt[2]);
+  }
+  const nlohmann::json pred = s.contains("predictor") ? s["predictor"] : nlohmann::json::object();
+  const double decode_layers = number(timing, "decode_layers", where);
+  const double generated = number(s, "generated_tokens", where);
+  if (pred.contains("per_layer") && pred["per_layer"].is_array() && !pred["per_layer"].empty())
+    c.n_layer = static_cast<int>(pred["per_layer"].size());
+  else if (generated > 1)
+    c.n_layer = static_cast<int>(std::lround(decode_layers / (generated - 1)));
+  ODMOE_CHECK(decode_layers > 0 && c.n_layer > 0, kConfig, "bad-field", where << " has no decode steps",
+              "generate at least 2 tokens");
+  read_model_dir(&c, &d);
+  const double steps = decode_layers / c.n_layer;
+  c.n_tokens = std::max(1, static_cast<int>(std::lround(steps)));
+
+  // Main's own work.
+  const double decode_s = number(s, "decode_seconds", where);
+  const double t_worker = number(timing, "t_worker_seconds_per_layer", where);
+  c.t_main_s = number(timing, "t_main_seconds_per_layer", where);
+  // What main did besides its dense work and its waits (t_worker, which main counts from
+  // the end of its sends): sending and predictor upkeep in each layer, the LM head and
+  // sampling per token, and being descheduled where ranks outnumber cores. The statistics
+  // do not split these; the simulator runs them beside each layer's expert phase
+  // (t_submit), and the expert phase as main lived it is counted from the end of routing:
+  // t_submit + t_worker. Its messages take what the workers' work leaves of that.
+  const double rest = std::max(0.0, decode_s / steps - c.n_layer * (c.t_main_s + t_worker));
+  const double phase = rest / c.n_layer + t_worker;
+  d["t_main_seconds"] = {{"value", c.t_main_s}, {"from", "timing.t_main_seconds_per_layer (main's dense work per decode layer)"}};
+
+  // The workers.
+  const WorkerTotals wt = read_workers(ranks, sched, where, &c, &d);
+  const double stall = wt.stall, load = wt.load;
+
   // Messages: main's expert phase less the workers' compute (and, on demand, their stall)
   // is two messages.
   const int S = c.n_groups > 0 ? c.n_workers / c.n_groups : 1;
@@ -348,29 +473,7 @@ MeasuredRun run_from_stats(const nlohmann::json& s, const std::string& label) {
   double stall_mean = 0;  // on demand: mean stall per decode layer of a worker a layer uses
   std::string msg_from;
   if (c.mode == SimMode::kResident && c.top_k > 0 && c.n_expert > 0 && S > 0) {
-    // Resident places expert e on worker e mod S: a worker may compute several experts of
-    // a layer. The expected largest share, over uniform routing (deterministic draws).
-    uint64_t z = 12345;
-    const auto next = [&z] {
-      uint64_t x = (z += 0x9e3779b97f4a7c15ull);
-      x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-      x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-      return x ^ (x >> 31);
-    };
-    std::vector<int> perm(static_cast<size_t>(c.n_expert)), per(static_cast<size_t>(S));
-    double sum = 0;
-    constexpr int kDraws = 4096;
-    for (int i = 0; i < kDraws; ++i) {
-      for (int e = 0; e < c.n_expert; ++e) perm[static_cast<size_t>(e)] = e;
-      std::fill(per.begin(), per.end(), 0);
-      for (int j = 0; j < c.top_k; ++j) {
-        const size_t pick = static_cast<size_t>(j) + next() % static_cast<uint64_t>(c.n_expert - j);
-        std::swap(perm[static_cast<size_t>(j)], perm[pick]);
-        ++per[static_cast<size_t>(perm[static_cast<size_t>(j)] % S)];
-      }
-      sum += *std::max_element(per.begin(), per.end());
-    }
-    phase_compute = sum / kDraws * c.t_expert_s;
+    phase_compute = expected_largest_share(c.n_expert, c.top_k, S) * c.t_expert_s;
     msg_from = "(t_submit + t_worker - expected largest share of a layer's experts on one worker x t_expert) / 2";
   } else {
     // A worker takes a missed expert's COMPUTE only after posting its pull (pull_post_s);
@@ -402,63 +505,13 @@ MeasuredRun run_from_stats(const nlohmann::json& s, const std::string& label) {
   c.poll.loads = false;
   d["msg_latency_seconds"] = {{"value", c.msg_latency_s}, {"from", msg_from}};
 
-  // The predictor: recall, and when its predictions were ready (the lead histogram).
-  const std::string pname = pred.contains("name") && pred["name"].is_string() ? pred["name"].get<std::string>() : "none";
-  c.predicted = c.mode != SimMode::kResident && pname != "none";
-  c.recall = std::clamp(number_or(pred, "recall", 0), 0.0, 1.0);
-  if (c.predicted && pred.contains("lead_histogram") && pred["lead_histogram"].is_object()) {
-    const nlohmann::json& h = pred["lead_histogram"];
-    double unpred = number_or(h, "unpredicted", 0), total = unpred, known = 0, n_known = 0, n_far = 0;
-    for (int l = 0; l < 5; ++l) {
-      const double n = number_or(h, std::to_string(l).c_str(), 0);
-      total += n;
-      if (n > 0) c.lead.push_back({static_cast<double>(l), n});
-      known += l * n;
-      n_known += n;
-    }
-    n_far = number_or(h, "5+", 0);
-    total += n_far;
-    if (n_far > 0) {
-      // The "5+" bucket's mean lead: the overall mean less the other buckets' share.
-      const double mean = number_or(pred, "mean_lead_layers", 5);
-      const double far = std::max(5.0, (mean * (n_known + n_far) - known) / n_far);
-      c.lead.push_back({far, n_far});
-    }
-    c.unpredicted = total > 0 ? unpred / total : 0;
-  }
-  d["predictor"] = {{"name", pname}, {"recall", c.recall}, {"unpredicted_layers", c.unpredicted},
-                    {"from", "predictor.recall and predictor.lead_histogram"}};
+  const std::string pname = read_predictor(pred, &c, &d);
   if (c.mode == SimMode::kCache) {
     c.cache_hit_rate = s.contains("cache") ? std::clamp(number_or(s["cache"], "hit_rate", 0), 0.0, 1.0) : 0.0;
     d["cache_hit_rate"] = {{"value", c.cache_hit_rate}, {"from", "cache.hit_rate"}};
   }
 
-  // Main waits for the slowest of a layer's workers, not for their mean: how much more it
-  // saw than the mean stall is read off the simulation of this very run (one refinement
-  // of the message latency).
-  if (stall_mean > 0) {
-    try {
-      SimConfig probe = c;
-      probe.validate();
-      const SimResult r = simulate(probe);
-      const int used = std::min(probe.group_size(), probe.top_k);
-      const double sim_mean = r.stall_seconds / (static_cast<double>(probe.n_tokens) * probe.n_moe_layer() * used);
-      const double seen = r.expert_phase_s - 2 * probe.transfer_seconds() - per_worker * c.t_expert_s -
-                          c.pull_post_s * run.misses_per_worker_layer;
-      if (sim_mean > 1e-12) {
-        const double f = std::clamp(seen / sim_mean, 1.0, static_cast<double>(used));
-        run.msg_before_post_s = std::max(rtt / 2, (phase - per_worker * c.t_expert_s - f * stall_mean) / 2);
-        c.msg_latency_s = std::max(0.0, run.msg_before_post_s - c.pull_post_s * run.misses_per_worker_layer / 2);
-        d["msg_latency_seconds"] = {{"value", c.msg_latency_s},
-                                    {"from", "(t_submit + t_worker - experts per worker x t_expert - f x mean worker "
-                                             "stall per layer) / 2, f: main's stall over the workers' mean in the "
-                                             "simulation of this run"},
-                                    {"f", f}};
-      }
-    } catch (const Error&) {
-      // A shape the statistics do not pin down (the caller sets it): keep the first estimate.
-    }
-  }
+  refine_msg_latency(&run, stall_mean, per_worker, phase, rtt);
 
   run.measured = {{"decode_tokens_per_second", number(s, "decode_tokens_per_second", where)},
                   {"decode_seconds", decode_s},
