@@ -64,6 +64,18 @@ void expect_bytes(const Message& m, size_t bytes, const char* what) {
               "all ranks must run the same odmoe build");
 }
 
+// The kinds that carry only main's number for the command.
+Message seq_only(Op op, int64_t seq) {
+  Message m = with_op(op);
+  m.header.seq = seq;
+  return m;
+}
+
+int64_t seq_of(const Message& m, Op op) {
+  expect(m, op);
+  return m.header.seq;
+}
+
 int32_t count(const Message& m) {
   ODMOE_CHECK(m.header.n_tokens >= 0, kMpi, "protocol",
               op_name(m.header.op) << from_rank(m) << " has a negative count " << m.header.n_tokens, "");
@@ -153,27 +165,11 @@ Drop Drop::decode(const Message& m) {
   return {m.header.slot, m.header.seq};
 }
 
-Message Sync::encode() const {
-  Message m = with_op(kOp);
-  m.header.seq = seq;
-  return m;
-}
+Message Sync::encode() const { return seq_only(kOp, seq); }
+Sync Sync::decode(const Message& m) { return {seq_of(m, kOp)}; }
 
-Sync Sync::decode(const Message& m) {
-  expect(m, kOp);
-  return {m.header.seq};
-}
-
-Message Ready::encode() const {
-  Message m = with_op(kOp);
-  m.header.seq = seq;
-  return m;
-}
-
-Ready Ready::decode(const Message& m) {
-  expect(m, kOp);
-  return {m.header.seq};
-}
+Message Ready::encode() const { return seq_only(kOp, seq); }
+Ready Ready::decode(const Message& m) { return {seq_of(m, kOp)}; }
 
 Message Clock::encode() const {
   Message m = with_op(kOp);
@@ -314,27 +310,11 @@ Reschedule Reschedule::decode(const Message& m) {
   return {m.header.seq, v[0], v[1], v[2], v[3], v[4]};
 }
 
-Message Abort::encode() const {
-  Message m = with_op(kOp);
-  m.header.seq = seq;
-  return m;
-}
+Message Abort::encode() const { return seq_only(kOp, seq); }
+Abort Abort::decode(const Message& m) { return {seq_of(m, kOp)}; }
 
-Abort Abort::decode(const Message& m) {
-  expect(m, kOp);
-  return {m.header.seq};
-}
-
-Message KeepAlive::encode() const {
-  Message m = with_op(kOp);
-  m.header.seq = seq;
-  return m;
-}
-
-KeepAlive KeepAlive::decode(const Message& m) {
-  expect(m, kOp);
-  return {m.header.seq};
-}
+Message KeepAlive::encode() const { return seq_only(kOp, seq); }
+KeepAlive KeepAlive::decode(const Message& m) { return {seq_of(m, kOp)}; }
 
 }  // namespace msg
 }  // namespace odmoe
