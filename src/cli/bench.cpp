@@ -226,9 +226,7 @@ int cmd_bench(int argc, char** argv) {
   const std::vector<int> in_lens = int_list(in_s, "--input-len", 1), out_lens = int_list(out_s, "--output-len", 1);
   const std::vector<int> groups = int_list(groups_s, "--groups", 0);
 
-  int world = 1, rank = 0;
-  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
-  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  const int world = mpi_world_size(), rank = mpi_world_rank();  // MPI only under a launcher
   std::vector<RunSpec> runs;
   if (world == 1) {
     if (!runs_s.empty() || vm["modes"].defaulted() == false)
