@@ -39,12 +39,12 @@ bool before(const Sampler::Candidate& a, const Sampler::Candidate& b) {
 
 void Sampler::sort_prefix(size_t n) {
   while (n_sorted_ < n) {
-    // The next chunk in its final place: selected from the rest, then sorted. Chunks double, so a
-    // walk that goes deep costs no more than one full sort.
-    const size_t end = std::min(cand_.size(), n_sorted_ + std::max<size_t>(64, n_sorted_));
-    const auto first = cand_.begin() + static_cast<long>(n_sorted_), last = cand_.begin() + static_cast<long>(end);
-    if (last != cand_.end()) std::nth_element(first, last, cand_.end(), before);
-    std::sort(first, last, before);
+    // The next chunk in its final place: a partial sort of the rest (one comparison per
+    // candidate that does not make the chunk). Chunks double, so a walk that goes deep costs
+    // about one full sort.
+    const size_t end = std::min(cand_.size(), std::max(n, n_sorted_ + std::max<size_t>(64, n_sorted_)));
+    std::partial_sort(cand_.begin() + static_cast<long>(n_sorted_), cand_.begin() + static_cast<long>(end), cand_.end(),
+                      before);
     n_sorted_ = end;
   }
 }
@@ -64,8 +64,7 @@ int32_t Sampler::sample(const float* logits, size_t vocab) {
   if (cfg_.top_k > 0 && static_cast<size_t>(cfg_.top_k) < vocab) {
     // The k best, sorted (the order is total: the same k in the same order as a full sort).
     keep = static_cast<size_t>(cfg_.top_k);
-    std::nth_element(cand_.begin(), cand_.begin() + static_cast<long>(keep), cand_.end(), before);
-    std::sort(cand_.begin(), cand_.begin() + static_cast<long>(keep), before);
+    std::partial_sort(cand_.begin(), cand_.begin() + static_cast<long>(keep), cand_.end(), before);
     n_sorted_ = keep;
     const float mx = cand_[0].logit;
     for (size_t i = 0; i < keep; ++i) sum += (cand_[i].p = std::exp(cand_[i].logit - mx));
