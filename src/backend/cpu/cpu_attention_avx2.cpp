@@ -47,10 +47,10 @@ struct Vec {
     s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 0x55));
     return _mm_cvtss_f32(s);
   }
-  // exp(x) within 2 ulp of std::exp (1 ulp seen over a sweep of [-87.3, 0.5]) for -87.33 <= x <= 88 (-87.33: ln of the smallest normal
-  // float); 0 below (std::exp gives subnormals down to -103.9) and for -inf; exp(88) above (the
-  // softmax's arguments are <= 0); NaN stays NaN. x = n ln2 + r with
-  // |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact), exp(r) by a degree-7 polynomial
+  // exp(x) within 2 ulp of std::exp (1 ulp seen over a sweep of [-87.3, 0.5]) for
+  // -87.33 <= x <= 88 (-87.33: ln of the smallest normal float); 0 below (std::exp gives
+  // subnormals down to -103.9) and for -inf; exp(88) above (the softmax's arguments are <= 0);
+  // NaN stays NaN. x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact), exp(r) by a degree-7 polynomial
   // (1 + r + r^2 P(r), P of degree 5, Cephes' expf coefficients), times 2^n built in the exponent.
   ATT_TARGET static T exp(T x) {
     const T lo = _mm256_set1_ps(-87.33654f);
