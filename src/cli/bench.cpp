@@ -471,9 +471,7 @@ EngineOptions run_options(const BenchArgs& a, const RunSpec& spec, int world) {
 int cmd_bench(int argc, char** argv) {
   BenchArgs a;
   if (!parse_bench_args(argc, argv, &a)) return 0;
-  int world = 1, rank = 0;
-  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
-  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  const int world = mpi_world_size(), rank = mpi_world_rank();  // MPI only under a launcher
   // Everything that can be wrong is checked before the first run, on every rank alike.
   const ModelFiles files(a.ea.eo.model_dir);
   const ModelConfig& mc = files.config();

@@ -190,8 +190,7 @@ int cmd_eval_predictor(int argc, char** argv) {
   ea.finalize();
   prompts_path = prompts_or_default(prompts_path, ea.eo.model_dir);
   const std::vector<Spec> specs = parse_specs(specs_s);
-  int world = 1;
-  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
+  const int world = mpi_world_size();  // MPI only under a launcher
   if (world > 1 && ea.eo.dist.mode != Mode::kOnDemand)
     throw UsageError("eval-predictor runs --mode on-demand (a resident run loads nothing, so predicts nothing)");
   if (world == 1) ea.eo.dist.predictor_sync = true;
@@ -200,8 +199,7 @@ int cmd_eval_predictor(int argc, char** argv) {
       throw UsageError("--predictors oracle needs --routing-trace");
 
   std::vector<std::string> prompts;
-  int rank = 0;
-  ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  const int rank = mpi_world_rank();
   if (rank == 0) prompts = read_prompts(prompts_path, static_cast<size_t>(limit));
 
   nlohmann::json results = nlohmann::json::array();

@@ -7,10 +7,10 @@
 //   [mpirun -np N] odmoe perplexity --model DIR --text FILE [--context 256] [--json FILE]
 //   odmoe tokenize --model DIR|--tokenizer FILE --text T|--file F|--decode 1,2,3 [--ids] [--no-special]
 //
-// One process runs everything; with mpirun -np N (N >= 2) rank 0 is main and ranks 1..N-1
-// are expert ranks (--mode, --predictor, --groups, --placement, ...). Exit status: 0
-// success, 1 error (the message says what was wrong and how to fix it; every rank is
-// brought down), 2 bad command line.
+// One process runs everything (without starting MPI unless mpirun/srun launched it); with
+// mpirun -np N (N >= 2) rank 0 is main and ranks 1..N-1 are expert ranks (--mode,
+// --predictor, --groups, --placement, ...). Exit status: 0 success, 1 error (the message says
+// what was wrong and how to fix it; every rank is brought down), 2 bad command line.
 #include <mpi.h>
 #include <unistd.h>
 
@@ -53,12 +53,9 @@ int main(int argc, char** argv) {
   // tokenize runs in one process without MPI: it needs neither ranks nor the MPI runtime.
   if (argc >= 2 && std::string(argv[1]) == "tokenize")
     return cli::dispatch("odmoe", argc, argv, {{"tokenize", cli::cmd_tokenize}}, kUsage);
-  try {
-    mpi_init(&argc, &argv);
-  } catch (const Error& e) {
-    std::fprintf(stderr, "odmoe: %s\n", e.to_string().c_str());
-    return 1;
-  }
+  // MPI starts when a command first asks for the ranks (mpi_world_size, after its options are
+  // parsed), and only when a launcher started this process: --help, a bad command line and a
+  // single-process run never pay for its start-up.
   const int rc = run(argc, argv);
   if (job_degraded()) {
     // An expert rank died and the run carried on without it (--on-worker-failure degrade):

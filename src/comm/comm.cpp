@@ -1,6 +1,7 @@
 #include "odmoe/comm/comm.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include <unistd.h>
 
@@ -39,8 +40,43 @@ void mpi_init(int* argc, char*** argv) {
 }
 
 void mpi_finalize() {
+  int started = 0, ended = 0;
+  ODMOE_MPI_CHECK_NOTHROW(MPI_Initialized(&started));
+  ODMOE_MPI_CHECK_NOTHROW(MPI_Finalized(&ended));
+  if (!started || ended) return;
   set_error_rank(-1);
   ODMOE_MPI_CHECK_NOTHROW(MPI_Finalize());
+}
+
+bool mpi_launched() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "PMI_FD", "PMIX_RANK"})
+    if (std::getenv(var) != nullptr) return true;
+  return false;
+}
+
+namespace {
+// MPI started when a launcher started this process; false for a job of one.
+bool mpi_started_if_launched() {
+  int started = 0;
+  ODMOE_MPI_CHECK(MPI_Initialized(&started));
+  if (!started && mpi_launched()) {
+    mpi_init(nullptr, nullptr);
+    started = 1;
+  }
+  return started != 0;
+}
+}  // namespace
+
+int mpi_world_size() {
+  int size = 1;
+  if (mpi_started_if_launched()) ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  return size;
+}
+
+int mpi_world_rank() {
+  int rank = 0;
+  if (mpi_started_if_launched()) ODMOE_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  return rank;
 }
 
 namespace {

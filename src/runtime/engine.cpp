@@ -65,8 +65,7 @@ std::unique_ptr<Predictor> make_predictor(const DistOptions& d, const ModelFiles
 
 Engine::Role Engine::open_common(const EngineOptions& o) {
   opts_ = o;
-  int size = 1;
-  ODMOE_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  const int size = mpi_world_size();  // starts MPI only under a launcher
   if (size == 1) {
     files_ = std::make_unique<ModelFiles>(o.model_dir);
     // A shadow runs on cores of its own: the model gets the rest.

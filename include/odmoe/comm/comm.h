@@ -42,7 +42,18 @@ void mpi_report(const char* call, int rc, const char* file, int line) noexcept;
 // Starts MPI for this process (MPI_THREAD_MULTIPLE: the expert store's progress thread calls
 // MPI beside the rank's main thread) and makes errors name this rank; mpi_finalize ends it.
 void mpi_init(int* argc, char*** argv);
+// Ends MPI if this process started it (and it is not ended yet); otherwise nothing.
 void mpi_finalize();
+
+// Whether a launcher started this process as one rank of a job: mpirun/mpiexec of Open MPI
+// (OMPI_COMM_WORLD_SIZE), MPICH's Hydra or srun with PMI (PMI_RANK, PMI_SIZE, PMI_FD), a PMIx
+// launcher: prterun, srun --mpi=pmix (PMIX_RANK). A process started otherwise is a job of one.
+bool mpi_launched();
+// MPI_COMM_WORLD's size and this process's rank in it. The first call starts MPI (mpi_init)
+// when a launcher started the process; otherwise MPI is never started (its start-up costs a
+// third of a second) and they are 1 and 0.
+int mpi_world_size();
+int mpi_world_rank();
 
 // True once this process took part in a run that lost a rank and carried on without it
 // (--on-worker-failure degrade). MPI without fault tolerance cannot finalize (or free

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "odmoe/backend/backend.h"
+#include "odmoe/backend/cpu_backend.h"
 
 namespace odmoe::cpu {
 
@@ -74,6 +75,52 @@ float qdot_scalar(const WeightView& w, size_t row, const QuantizedX& x);
 void quantize_x_avx2(const float* x, QuantizedX* out);
 float qdot_avx2(const WeightView& w, size_t row, const QuantizedX& x);
 float qdot_avx512vnni(const WeightView& w, size_t row, const QuantizedX& x);  // 256-bit VPDPBUSD
+#endif
+
+// ---- Attention ------------------------------------------------------------------------
+
+// Causal attention of n query tokens at positions pos0 .. pos0+n-1 over one layer's KV cache.
+// q:   [n][n_head][head_dim] f32 (RoPE applied)
+// k,v: [n_head_kv][n_ctx][head_dim] f32, rows 0 .. pos0+n-1 valid (head-major: each head's rows contiguous)
+// out: [n][n_head][head_dim] f32
+// Query head h reads KV head h / (n_head / n_head_kv). window > 0: token at position p sees
+// positions max(0, p-window+1) .. p; window <= 0: 0 .. p. scale multiplies q·k before the softmax.
+// threads: OpenMP threads to use (1 = no parallel region).
+void attention_f32(const float* q, size_t n, int pos0, int n_head, int n_head_kv, int head_dim,
+                   const float* k, const float* v, size_t n_ctx, int window, float scale, float* out, int threads);
+// attention_f32 with the kernels of `isa` (at most what the CPU has): for tests and benchmarks.
+// Arithmetic (every ISA): scale folded into q (f32), q·k as f32 FMA dot products, a one-pass
+// softmax per block of kAttnKeyBlock keys (running max and sum, earlier partial sums rescaled
+// when the max grows), exp: std::exp (scalar) or a vectorised exp within 2 ulp of it (AVX2,
+// AVX-512), V summed with f32 FMAs, divided by the sum at the end.
+void attention_f32_isa(CpuIsa isa, const float* q, size_t n, int pos0, int n_head, int n_head_kv, int head_dim,
+                       const float* k, const float* v, size_t n_ctx, int window, float scale, float* out,
+                       int threads);
+
+inline constexpr int kAttnKeyBlock = 64;  // keys whose scores are held at once
+inline constexpr int kAttnPad = 16;       // head_dim of the q/o scratch rows, rounded up to this
+
+// One piece of attention work: n_rows query rows that read the same KV head, over the keys
+// [k_begin, k_end). Rows are any (token, query head) pairs of one KV group; each sees the keys
+// first[r] .. last[r] (inclusive) of the part's range. Unnormalised result: o = sum_j p_j v_j
+// with p_j = exp(s_j - m), l = sum_j p_j, m = max_j s_j (-inf and o = l = 0: no visible key).
+struct AttentionPart {
+  const float* q = nullptr;  // f32 [n_rows][hd_pad]: scale applied, zeros after hd
+  const float* k = nullptr;  // f32 [n_ctx][hd]: the KV head's rows
+  const float* v = nullptr;  // f32 [n_ctx][hd]
+  const int* first = nullptr;  // [n_rows]
+  const int* last = nullptr;   // [n_rows]
+  int n_rows = 0, hd = 0, hd_pad = 0;
+  int k_begin = 0, k_end = 0;
+  float* scores = nullptr;  // scratch f32 [n_rows][kAttnKeyBlock]
+  float* o = nullptr;       // out f32 [n_rows][hd_pad]
+  float* m = nullptr;       // out [n_rows]
+  float* l = nullptr;       // out [n_rows]
+};
+void attention_part_scalar(const AttentionPart& p);
+#if defined(__x86_64__)
+void attention_part_avx2(const AttentionPart& p);
+void attention_part_avx512(const AttentionPart& p);
 #endif
 
 }  // namespace odmoe::cpu
