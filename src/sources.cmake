@@ -28,7 +28,7 @@ set(ODMOE_SOURCES_tokenizer
 set(ODMOE_SOURCES_backend backend/device.cpp backend/cpu/cpu_device.cpp backend/cpu/cpu_attention_ref.cpp
   backend/cpu/cpu_backend.cpp backend/cpu/cpu_kernels_scalar.cpp backend/cpu/cpu_kernels_x86.cpp
   backend/cpu/cpu_qdot_scalar.cpp backend/cpu/cpu_qdot_avx2.cpp backend/cpu/cpu_qdot_avx512.cpp)
-set(ODMOE_SOURCES_model model/model.cpp)
+set(ODMOE_SOURCES_model model/model.cpp model/experts.cpp)
 set(ODMOE_SOURCES_comm comm/comm.cpp)
 set(ODMOE_SOURCES_store store/expert_store.cpp)
 set(ODMOE_SOURCES_sched sched/schedule.cpp sched/expert_cache.cpp)

@@ -20,19 +20,19 @@ const char* buffer_usage_name(BufferUsage usage) {
   return "?";
 }
 
-const char* op_name(Op op) {
+const char* op_name(DeviceOp op) {
   switch (op) {
-    case Op::kEmbedRows: return "embed_rows";
-    case Op::kMatmul: return "matmul";
-    case Op::kRmsNorm: return "rms_norm";
-    case Op::kRope: return "rope";
-    case Op::kAddBias: return "add_bias";
-    case Op::kAdd: return "add";
-    case Op::kClamp: return "clamp";
-    case Op::kSigmoidGateAdd: return "sigmoid_gate_add";
-    case Op::kSwiglu: return "swiglu";
-    case Op::kKvStore: return "kv_store";
-    case Op::kAttention: return "attention";
+    case DeviceOp::kEmbedRows: return "embed_rows";
+    case DeviceOp::kMatmul: return "matmul";
+    case DeviceOp::kRmsNorm: return "rms_norm";
+    case DeviceOp::kRope: return "rope";
+    case DeviceOp::kAddBias: return "add_bias";
+    case DeviceOp::kAdd: return "add";
+    case DeviceOp::kClamp: return "clamp";
+    case DeviceOp::kSigmoidGateAdd: return "sigmoid_gate_add";
+    case DeviceOp::kSwiglu: return "swiglu";
+    case DeviceOp::kKvStore: return "kv_store";
+    case DeviceOp::kAttention: return "attention";
   }
   return "?";
 }
@@ -195,8 +195,6 @@ void KvCache::read_rows(Stream& s, int layer, int pos0, size_t n, float* k, floa
 
 void KvCache::write_rows(Stream& s, int layer, int pos0, size_t n, const float* k, const float* v) {
   check_rows(layer, pos0, n);
-  auto& f = filled_[static_cast<size_t>(layer)];
-  f.store(std::min(f.load(std::memory_order_relaxed), pos0), std::memory_order_release);
   const size_t hd = static_cast<size_t>(head_dim_), kv = kv_dim(), row_bytes = hd * sizeof(float);
   std::vector<float> head(n * hd);  // one head's rows [n, head_dim]
   for (int part_idx = 0; part_idx < 2; ++part_idx) {
@@ -208,7 +206,6 @@ void KvCache::write_rows(Stream& s, int layer, int pos0, size_t n, const float* 
       s.synchronize();  // `head` is reused
     }
   }
-  f.store(std::max(f.load(std::memory_order_relaxed), pos0 + static_cast<int>(n)), std::memory_order_release);
 }
 
 }  // namespace odmoe

@@ -52,8 +52,7 @@ class RemoteShadowPredictor final : public Predictor {
   void after_routing(int, int layer, const float*, size_t, const int32_t*, size_t, PredictionSink& sink) override {
     const size_t kv = full_.kv_dim();
     buf_.resize(2 * n_ * kv);
-    std::memcpy(buf_.data(), full_.k_row(layer, pos_), n_ * kv * sizeof(float));
-    std::memcpy(buf_.data() + n_ * kv, full_.v_row(layer, pos_), n_ * kv * sizeof(float));
+    full_.read_kv_rows(layer, pos_, n_, buf_.data(), buf_.data() + n_ * kv);
     MsgHeader h;
     h.op = Op::kKvRows;
     h.layer = layer;

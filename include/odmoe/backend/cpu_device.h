@@ -23,7 +23,7 @@ class CpuDevice final : public Device {
 
   const char* name() const override { return "cpu"; }
   std::string to_string() const override;
-  bool supports(Op op, DType dtype) const override;
+  bool supports(DeviceOp op, DType dtype) const override;
   std::unique_ptr<Buffer> allocate(BufferUsage usage, size_t bytes, const std::string& what) override;
   std::unique_ptr<Buffer> wrap_host(BufferUsage usage, void* data, size_t bytes, const std::string& what) override;
   Stream& stream() override { return *stream_; }

@@ -21,10 +21,10 @@ namespace odmoe {
 
 class KvCache;
 
-enum class Op {
+enum class DeviceOp {
   kEmbedRows, kMatmul, kRmsNorm, kRope, kAddBias, kAdd, kClamp, kSigmoidGateAdd, kSwiglu, kKvStore, kAttention,
 };
-const char* op_name(Op op);
+const char* op_name(DeviceOp op);
 
 // A point in a stream's work: complete once everything queued before record() has run.
 class Event {
@@ -86,7 +86,7 @@ class Device {
   virtual ~Device() = default;
   virtual const char* name() const = 0;  // "cpu", "cuda:0"
   virtual std::string to_string() const = 0;
-  virtual bool supports(Op op, DType dtype) const = 0;
+  virtual bool supports(DeviceOp op, DType dtype) const = 0;
 
   // A zeroed buffer of `bytes`, counted by memory(); throws odmoe::Error past its limit.
   virtual std::unique_ptr<Buffer> allocate(BufferUsage usage, size_t bytes, const std::string& what) = 0;

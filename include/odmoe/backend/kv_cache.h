@@ -35,8 +35,8 @@ class KvCache {
   void truncate(int n_pos);  // filled(l) = min(filled(l), n_pos) for every layer
 
   // Rows [pos0, pos0 + n) of `layer` to and from the host, token-major: k, v [n, kv_dim]
-  // (heads in order). Complete when the call returns. Writing lowers filled(l) to pos0
-  // first (readers must not take the rows as filled meanwhile) and sets it to pos0 + n after.
+  // (heads in order). Complete when the call returns. Writing leaves filled() as it is: the
+  // caller says what the rows hold.
   void read_rows(Stream& s, int layer, int pos0, size_t n, float* k, float* v) const;
   void write_rows(Stream& s, int layer, int pos0, size_t n, const float* k, const float* v);
 

@@ -222,9 +222,9 @@ std::string CpuDevice::to_string() const {
   return os.str();
 }
 
-bool CpuDevice::supports(Op op, DType dtype) const {
+bool CpuDevice::supports(DeviceOp op, DType dtype) const {
   // Weights of every stored dtype for the ops that read weights; activations are f32.
-  if (op == Op::kMatmul || op == Op::kEmbedRows) return true;
+  if (op == DeviceOp::kMatmul || op == DeviceOp::kEmbedRows) return true;
   return dtype == DType::kF32;
 }
 
