@@ -343,6 +343,9 @@ TEST(DeviceMemory, PeakIsTheSumOfLiveBuffersAtThePeak) {
   ASSERT_TRUE(w);
   EXPECT_EQ(w->host(), host.data());  // zero-copy
   EXPECT_EQ(m.live_bytes(), 5000u);   // a wrapped host range is not device memory
+  EXPECT_EQ(m.wrapped_bytes(), 256u);
+  w.reset();
+  EXPECT_EQ(m.wrapped_bytes(), 0u);
   b.reset(), c.reset(), d.reset();
   EXPECT_EQ(m.live_bytes(), 0u);
   EXPECT_EQ(m.peak_bytes(), 5000u);

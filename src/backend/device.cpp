@@ -76,6 +76,16 @@ size_t MemoryAccount::peak_bytes() const {
   return peak_;
 }
 
+void MemoryAccount::add_wrapped(ptrdiff_t bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  wrapped_ = static_cast<size_t>(static_cast<ptrdiff_t>(wrapped_) + bytes);
+}
+
+size_t MemoryAccount::wrapped_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return wrapped_;
+}
+
 size_t MemoryAccount::limit_bytes() const {
   std::lock_guard<std::mutex> lk(mu_);
   return limit_;
@@ -92,7 +102,7 @@ std::string MemoryAccount::to_string() const {
   os << owner_ << ": live " << live_ << " bytes (";
   for (size_t u = 0; u < kBufferUsageCount; ++u)
     os << (u ? ", " : "") << buffer_usage_name(static_cast<BufferUsage>(u)) << " " << live_by_usage_[u];
-  os << "), peak " << peak_ << " bytes, limit ";
+  os << "), peak " << peak_ << " bytes, wrapped host " << wrapped_ << " bytes, limit ";
   if (limit_) os << limit_ << " bytes";
   else os << "none";
   return os.str();

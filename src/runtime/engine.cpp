@@ -201,11 +201,16 @@ nlohmann::json Engine::finish(const std::string& trace_path) {
   ODMOE_CHECK(!finished_, kCore, "twice", "Engine::finish called twice", "");
   finished_ = true;
   nlohmann::json main_stats = main_rank_stats(backend_->to_string());
+  // Main's device allocator: KV cache and activations (peak), and the weights it computes from
+  // in place (wrapped). peak_device_bytes itself waits for the expert ranks' allocators: a
+  // job reporting it for some ranks only would read as measured for all.
+  const MemoryAccount& mem = device_->memory();
+  main_stats["device_memory"] = {{"peak_bytes", mem.peak_bytes()},
+                                 {"live_bytes", mem.live_bytes()},
+                                 {"wrapped_host_bytes", mem.wrapped_bytes()},
+                                 {"limit_bytes", mem.limit_bytes()}};
   main_stats["memory_marks"] = marks_;
   if (!exec_) {
-    // Main's device buffers (KV cache, activations; weights are wrapped host memory, not
-    // counted). A job's expert ranks report no device bytes yet, so only a single process does.
-    main_stats["peak_device_bytes"] = device_->memory().peak_bytes();
     nlohmann::json j = {{"ranks", nlohmann::json::array({main_stats})}};
     if (accounting_) j["predictor"] = accounting_->stats();
     return j;

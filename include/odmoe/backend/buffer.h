@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <string>
 
@@ -40,6 +41,10 @@ class MemoryAccount {
   size_t live_bytes() const;
   size_t live_bytes(BufferUsage usage) const;
   size_t peak_bytes() const;  // the largest live_bytes() so far
+  // Host ranges the device computes from without owning them (Device::wrap_host): not live
+  // device memory, but what a device with its own memory would have to hold.
+  void add_wrapped(ptrdiff_t bytes);
+  size_t wrapped_bytes() const;
   size_t limit_bytes() const;
   void set_limit_bytes(size_t limit_bytes);  // 0: no limit; applies to the next reserve()
   const std::string& owner() const { return owner_; }
@@ -48,7 +53,7 @@ class MemoryAccount {
  private:
   std::string owner_;
   mutable std::mutex mu_;
-  size_t limit_ = 0, live_ = 0, peak_ = 0;
+  size_t limit_ = 0, live_ = 0, peak_ = 0, wrapped_ = 0;
   std::array<size_t, kBufferUsageCount> live_by_usage_{};
 };
 

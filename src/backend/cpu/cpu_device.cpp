@@ -21,16 +21,21 @@ constexpr size_t kCpuAlign = 64;  // a cache line: the vector kernels' loads nev
 // Host memory the CPU device allocated (counted) or wraps (not counted).
 class CpuBuffer final : public Buffer {
  public:
-  CpuBuffer(BufferUsage usage, size_t bytes, std::string name, void* data, MemoryAccount* account)
-      : Buffer(usage, bytes, std::move(name), account == nullptr, data, data), account_(account) {}
+  CpuBuffer(BufferUsage usage, size_t bytes, std::string name, void* data, bool wrapped, MemoryAccount& account)
+      : Buffer(usage, bytes, std::move(name), wrapped, data, data), account_(account) {
+    if (wrapped) account_.add_wrapped(static_cast<ptrdiff_t>(bytes));
+  }
   ~CpuBuffer() override {
-    if (!account_) return;
+    if (wrapped()) {
+      account_.add_wrapped(-static_cast<ptrdiff_t>(bytes()));
+      return;
+    }
     std::free(base());
-    account_->release(bytes(), usage());
+    account_.release(bytes(), usage());
   }
 
  private:
-  MemoryAccount* account_;  // null: a wrapped range
+  MemoryAccount& account_;
 };
 
 // Work on the CPU runs when it is called: every event is complete when recorded.
@@ -237,11 +242,11 @@ std::unique_ptr<Buffer> CpuDevice::allocate(BufferUsage usage, size_t bytes, con
     ODMOE_THROW(kCore, "oom", "cpu device: cannot allocate " << bytes << " bytes for " << what, "");
   }
   std::memset(p, 0, padded);
-  return std::make_unique<CpuBuffer>(usage, bytes, what, p, &memory());
+  return std::make_unique<CpuBuffer>(usage, bytes, what, p, false, memory());
 }
 
 std::unique_ptr<Buffer> CpuDevice::wrap_host(BufferUsage usage, void* data, size_t bytes, const std::string& what) {
-  return std::make_unique<CpuBuffer>(usage, bytes, what, data, nullptr);
+  return std::make_unique<CpuBuffer>(usage, bytes, what, data, true, memory());
 }
 
 std::unique_ptr<Stream> CpuDevice::new_stream() { return std::make_unique<CpuStream>(*kernels_, n_threads_); }
