@@ -50,6 +50,7 @@
 
 #include "bench_common.h"
 #include "odmoe/backend/cpu_backend.h"
+#include "odmoe/backend/cpu_device.h"
 #include "odmoe/core/dtype.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/memory_stats.h"
@@ -464,7 +465,7 @@ struct DecodeOptions {
 };
 
 DecodeRun bench_decode(const ModelSource& src, DType dt, const std::string& dir, const DecodeOptions& o,
-                       Buffer& probe) {
+                       bench::Buffer& probe) {
   DecodeRun r;
   r.dtype = dt;
   r.prompt_tokens = o.prompt_tokens;
@@ -488,7 +489,8 @@ DecodeRun bench_decode(const ModelSource& src, DType dt, const std::string& dir,
   LocalExpertExecutor local(*files, be);
   TimingExecutor experts(local, be);
   const int n_ctx = o.prompt_tokens + o.tokens;
-  Model model(*files, be, experts, n_ctx);
+  CpuDevice device(be, cpu.n_threads());  // the model's matmul/rms_norm/swiglu go through the timing wrapper
+  Model model(*files, device, experts, n_ctx);
   r.load_s = since(t_load);
   r.rss_loaded = current_rss_bytes();
 
@@ -881,7 +883,7 @@ int run(const Options& o, const std::string& command_line) {
                                                 static_cast<uint64_t>(cfg.n_layer) * cfg.n_expert_used *
                                                     expert_bytes(cfg, dt, 0, 0));
   }
-  Buffer probe(std::max<uint64_t>(step_max, 128 * kMiB));
+  bench::Buffer probe(std::max<uint64_t>(step_max, 128 * kMiB));
   std::memset(probe.data(), 0x5a, probe.size());
   std::vector<DecodeRun> runs;
   int index = 0;

@@ -25,10 +25,11 @@ set(ODMOE_SOURCES_weights
 set(ODMOE_SOURCES_tokenizer
   tokenizer/unicode.cpp tokenizer/unicode_norm.cpp tokenizer/regex.cpp tokenizer/normalized_string.cpp tokenizer/bpe.cpp
   tokenizer/pipeline.cpp tokenizer/decoder.cpp tokenizer/tokenizer.cpp)
-set(ODMOE_SOURCES_backend backend/cpu/cpu_backend.cpp backend/cpu/cpu_kernels_scalar.cpp backend/cpu/cpu_kernels_x86.cpp
+set(ODMOE_SOURCES_backend backend/device.cpp backend/cpu/cpu_device.cpp backend/cpu/cpu_attention_ref.cpp
+  backend/cpu/cpu_backend.cpp backend/cpu/cpu_kernels_scalar.cpp backend/cpu/cpu_kernels_x86.cpp
   backend/cpu/cpu_qdot_scalar.cpp backend/cpu/cpu_qdot_avx2.cpp backend/cpu/cpu_qdot_avx512.cpp
   backend/cpu/cpu_attention.cpp backend/cpu/cpu_attention_avx2.cpp backend/cpu/cpu_attention_avx512.cpp)
-set(ODMOE_SOURCES_model model/model.cpp)
+set(ODMOE_SOURCES_model model/model.cpp model/experts.cpp)
 set(ODMOE_SOURCES_comm comm/comm.cpp comm/protocol.cpp)
 set(ODMOE_SOURCES_store store/expert_store.cpp)
 set(ODMOE_SOURCES_sched sched/schedule.cpp sched/expert_cache.cpp sched/load_planner.cpp)

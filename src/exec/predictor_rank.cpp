@@ -42,8 +42,7 @@ class RemoteShadowPredictor final : public Predictor {
   void after_routing(int, int layer, const float*, size_t, const int32_t*, size_t, PredictionSink& sink) override {
     const size_t kv = full_.kv_dim();
     msg::KvRows rows{layer, pos_, static_cast<int32_t>(n_), std::vector<float>(2 * n_ * kv)};
-    std::memcpy(rows.rows.data(), full_.k_row(layer, pos_), n_ * kv * sizeof(float));
-    std::memcpy(rows.rows.data() + n_ * kv, full_.v_row(layer, pos_), n_ * kv * sizeof(float));
+    full_.read_kv_rows(layer, pos_, n_, rows.rows.data(), rows.rows.data() + n_ * kv);
     out_.send(rank_, kTagCmd, rows.encode());
     poll(sink);
   }

@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
+#include <iterator>
 
 #include "odmoe/core/error.h"
-#include "odmoe/core/softmax.h"
 
 namespace odmoe {
 using layout::TensorKind;
@@ -14,154 +13,25 @@ using layout::TensorSpec;
 
 namespace {
 
-const float* f32(const EncodedTensor& t) { return reinterpret_cast<const float*>(t.data.data()); }
 bool present(const EncodedTensor& t) { return !t.data.empty(); }
-
-void add_bias(float* y, const EncodedTensor& b, size_t n, size_t dim) {
-  if (!present(b)) return;
-  const float* bb = f32(b);
-  for (size_t t = 0; t < n; ++t)
-    for (size_t i = 0; i < dim; ++i) y[t * dim + i] += bb[i];
-}
-
-// Rotates pairs (i, i + half) of each head, as transformers' rotate_half does.
-void apply_rope(float* x, size_t n_heads, size_t head_dim, const std::vector<float>& inv_freq, int pos) {
-  const size_t half = head_dim / 2;
-  for (size_t i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(pos) * inv_freq[i];  // f32 product, as transformers computes it
-    const float c = std::cos(angle), s = std::sin(angle);
-    for (size_t h = 0; h < n_heads; ++h) {
-      float* v = x + h * head_dim;
-      const float a = v[i], b = v[i + half];
-      v[i] = a * c - b * s;
-      v[i + half] = b * c + a * s;
-    }
-  }
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------
-// Experts
-
-void expert_forward(Backend& be, const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
-                    size_t n, float* out, std::vector<float>* scratch) {
-  const size_t ff = gate.rows;
-  scratch->resize(2 * n * ff);
-  float* g = scratch->data();
-  float* u = g + n * ff;
-  be.matmul(gate, x, n, g);
-  be.matmul(up, x, n, u);
-  be.swiglu(g, u, n * ff, g);
-  be.matmul(down, g, n, out);
-}
-
-TensorReader model_tensor_reader(const ModelFiles& files) {
-  return [&files](const TensorSpec& s) { return files.read_tensor(s); };
-}
-
-namespace {
 size_t tensor_bytes(const EncodedTensor& t) { return t.data.size() + t.scales.size() * sizeof(float); }
+
+// SwiGLU expert on a stream: down(silu(gate x) * up x). x [n, n_embd], g and u [n, n_ff]
+// scratch, out [n, n_embd].
+void expert_forward(Stream& s, const Tensor& gate, const Tensor& up, const Tensor& down, const Tensor& x, size_t n,
+                    const Tensor& g, const Tensor& u, const Tensor& out) {
+  s.matmul(gate, x, n, g);
+  s.matmul(up, x, n, u);
+  s.swiglu(g, u, n * gate.rows, g);
+  s.matmul(down, g, n, out);
+}
+
 }  // namespace
 
-LocalExpertExecutor::LocalExpertExecutor(const ModelFiles& files, Backend& be, const TensorReader& reader_in)
-    : be_(be), n_expert_(files.config().n_expert), n_embd_(files.config().n_embd) {
-  const TensorReader reader = reader_in ? reader_in : model_tensor_reader(files);
-  const ModelConfig& c = files.config();
-  experts_.resize(static_cast<size_t>(c.n_layer) * c.n_expert);
-  for (int l = 0; l < c.n_layer; ++l)
-    for (int e = 0; e < c.n_expert; ++e) {
-      const auto specs = layout::expert_tensor_specs(c, l, e);
-      for (int t = 0; t < 3; ++t)
-        experts_[static_cast<size_t>(l * c.n_expert + e)][static_cast<size_t>(t)] = reader(specs[static_cast<size_t>(t)]);
-    }
-}
-
-size_t LocalExpertExecutor::weight_bytes() const {
-  size_t b = 0;
-  for (const auto& ex : experts_)
-    for (const EncodedTensor& t : ex) b += tensor_bytes(t);
-  return b;
-}
-
-void combine_expert_outputs(const float* pair_out, const float* weights, size_t n, size_t k, size_t d, float* out) {
-  for (size_t t = 0; t < n; ++t) {
-    float* o = out + t * d;
-    for (size_t j = 0; j < k; ++j) {
-      const float w = weights[t * k + j];
-      const float* y = &pair_out[(t * k + j) * d];
-      for (size_t i = 0; i < d; ++i) o[i] += w * y[i];
-    }
-  }
-}
-
-std::vector<size_t> expert_chunks(size_t count, size_t max_chunk) {
-  max_chunk = std::max<size_t>(max_chunk, 8);
-  std::vector<size_t> chunks;
-  if (count == 0) return chunks;
-  const size_t n_chunks = (count + max_chunk - 1) / max_chunk;
-  for (size_t c = 0; c < n_chunks; ++c) chunks.push_back(count / n_chunks + (c < count % n_chunks ? 1 : 0));
-  return chunks;
-}
-
-void LocalExpertExecutor::submit(int l, const float* h, size_t n, size_t k, const int32_t* ids, const float* weights) {
-  const size_t d = static_cast<size_t>(n_embd_);
-  n_ = n;
-  k_ = k;
-  weights_ = weights;
-  pair_out_.assign(n * k * d, 0.0f);  // output of the j-th choice of token t at [(t*k + j) * d]
-  std::vector<size_t> pairs;
-  for (int e = 0; e < n_expert_; ++e) {
-    pairs.clear();
-    for (size_t i = 0; i < n * k; ++i)
-      if (ids[i] == e) pairs.push_back(i);
-    const auto& ex = experts_[static_cast<size_t>(l * n_expert_ + e)];
-    size_t at = 0;
-    for (size_t m : expert_chunks(pairs.size(), kDefaultExpertBatch)) {
-      xs_.resize(m * d);
-      ys_.resize(m * d);
-      for (size_t p = 0; p < m; ++p) std::memcpy(&xs_[p * d], h + (pairs[at + p] / k) * d, d * 4);
-      expert_forward(be_, WeightView::of(ex[0]), WeightView::of(ex[1]), WeightView::of(ex[2]), xs_.data(), m,
-                     ys_.data(), &scratch_);
-      for (size_t p = 0; p < m; ++p) std::memcpy(&pair_out_[pairs[at + p] * d], &ys_[p * d], d * 4);
-      at += m;
-    }
-  }
-}
-
-void LocalExpertExecutor::collect(float* out) {
-  combine_expert_outputs(pair_out_.data(), weights_, n_, k_, static_cast<size_t>(n_embd_), out);
-}
-
-void route(const ModelConfig& cfg, const float* router_logits, size_t n, int32_t* ids, float* weights) {
-  const size_t E = static_cast<size_t>(cfg.n_expert), k = static_cast<size_t>(cfg.n_expert_used);
-  std::vector<float> p(E);
-  std::vector<int32_t> order(E);
-  for (size_t t = 0; t < n; ++t) {
-    const float* lg = router_logits + t * E;
-    softmax(lg, E, p.data());
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + static_cast<long>(k), order.end(),
-                      [&](int32_t a, int32_t b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)] ||
-                                                         (p[static_cast<size_t>(a)] == p[static_cast<size_t>(b)] && a < b); });
-    float top_sum = 0;
-    for (size_t j = 0; j < k; ++j) top_sum += p[static_cast<size_t>(order[j])];
-    for (size_t j = 0; j < k; ++j) {
-      ids[t * k + j] = order[j];
-      weights[t * k + j] = p[static_cast<size_t>(order[j])] / (cfg.norm_topk_prob ? top_sum : 1.0f);
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------------------
-// Model
+// Weights on the device
 
-Model::Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx, const TensorReader& reader_in)
-    : cfg_(files.config()), be_(be), experts_(experts) {
-  const TensorReader reader = reader_in ? reader_in : model_tensor_reader(files);
-  n_ctx_ = n_ctx > 0 ? std::min(n_ctx, cfg_.max_position_embeddings) : cfg_.max_position_embeddings;
-  ODMOE_CHECK(cfg_.rope_scaling.is_null(), kModel, "unsupported",
-              "rope_scaling " << cfg_.rope_scaling.dump() << " is not supported yet", "only plain RoPE is implemented");
+void Model::place_weights(const TensorReader& reader) {
   layers_.resize(static_cast<size_t>(cfg_.n_layer));
   for (const TensorSpec& s : layout::dense_tensor_specs(cfg_)) {
     EncodedTensor t = reader(s);
@@ -193,65 +63,137 @@ Model::Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int 
       default: break;
     }
   }
-  const size_t kv_dim = this->kv_dim();
-  k_cache_.assign(static_cast<size_t>(cfg_.n_layer) * n_ctx_ * kv_dim, 0.0f);
-  v_cache_.assign(k_cache_.size(), 0.0f);
+  // Each tensor as the device sees it: its host bytes wrapped where the device computes from
+  // host memory, else a weights buffer of its own, uploaded once.
+  Stream& st = dev_.stream();
+  auto place = [&](EncodedTensor& e, const char* what) -> Tensor {
+    if (!present(e)) return {};
+    auto one = [&](void* data, size_t bytes, const std::string& name) -> Buffer* {
+      std::unique_ptr<Buffer> b = dev_.wrap_host(BufferUsage::kWeights, data, bytes, name);
+      if (!b) {
+        b = dev_.allocate(BufferUsage::kWeights, bytes, name);
+        st.set(Tensor::f32(b.get(), 0, 1, (bytes + 3) / 4), 0, data, bytes);  // the bytes as they are
+      }
+      weight_bufs_.push_back(std::move(b));
+      return weight_bufs_.back().get();
+    };
+    Tensor t;
+    t.dtype = e.dtype;
+    t.rows = e.rows;
+    t.cols = e.cols;
+    t.buffer = one(e.data.data(), e.data.size(), what);
+    if (!e.scales.empty()) t.scale_buffer = one(e.scales.data(), e.scales.size() * sizeof(float), std::string(what) + " scales");
+    return t;
+  };
+  embed_t_ = place(embed_, "token embeddings");
+  final_norm_t_ = place(final_norm_, "final norm");
+  lm_head_t_ = place(lm_head_, "lm head");
+  layer_t_.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    LayerWeights& L = layers_[l];
+    LayerTensors& T = layer_t_[l];
+    T.attn_norm = place(L.attn_norm, "attn_norm");
+    T.ffn_norm = place(L.ffn_norm, "ffn_norm");
+    T.wq = place(L.wq, "wq");
+    T.wk = place(L.wk, "wk");
+    T.wv = place(L.wv, "wv");
+    T.wo = place(L.wo, "wo");
+    T.bq = place(L.bq, "bq");
+    T.bk = place(L.bk, "bk");
+    T.bv = place(L.bv, "bv");
+    T.bo = place(L.bo, "bo");
+    T.q_norm = place(L.q_norm, "q_norm");
+    T.k_norm = place(L.k_norm, "k_norm");
+    T.router = place(L.router, "router");
+    T.shared_gate = place(L.shared_gate, "shared_gate");
+    T.shared_up = place(L.shared_up, "shared_up");
+    T.shared_down = place(L.shared_down, "shared_down");
+    T.shared_expert_gate = place(L.shared_expert_gate, "shared_expert_gate");
+  }
   // inv_freq[i] = 1 / theta^(2i / head_dim), in f32 as transformers computes it.
+  std::vector<float> inv_freq;
   for (int i = 0; i < cfg_.head_dim / 2; ++i)
-    rope_inv_freq_.push_back(
-        1.0f / static_cast<float>(std::pow(static_cast<float>(cfg_.rope_theta),
-                                           static_cast<float>(2 * i) / static_cast<float>(cfg_.head_dim))));
+    inv_freq.push_back(1.0f / static_cast<float>(std::pow(static_cast<float>(cfg_.rope_theta),
+                                                          static_cast<float>(2 * i) / static_cast<float>(cfg_.head_dim))));
+  weight_bufs_.push_back(dev_.allocate(BufferUsage::kWeights, std::max<size_t>(1, inv_freq.size()) * sizeof(float),
+                                       "RoPE frequencies"));
+  rope_inv_freq_ = Tensor::f32(weight_bufs_.back().get(), 0, 1, inv_freq.size());
+  st.set(rope_inv_freq_, 0, inv_freq.data(), inv_freq.size() * sizeof(float));
+  st.synchronize();
+}
+
+// ---------------------------------------------------------------------------------------
+// Model
+
+Model::Model(const ModelFiles& files, Device& device, ExpertExecutor& experts, int n_ctx, const TensorReader& reader_in)
+    : cfg_(files.config()), dev_(device), experts_(experts) {
+  const TensorReader reader = reader_in ? reader_in : model_tensor_reader(files);
+  n_ctx_ = n_ctx > 0 ? std::min(n_ctx, cfg_.max_position_embeddings) : cfg_.max_position_embeddings;
+  ODMOE_CHECK(cfg_.rope_scaling.is_null(), kModel, "unsupported",
+              "rope_scaling " << cfg_.rope_scaling.dump() << " is not supported yet", "only plain RoPE is implemented");
+  place_weights(reader);
+  kv_ = std::make_unique<KvCache>(dev_, cfg_.n_layer, cfg_.n_head_kv, cfg_.head_dim, n_ctx_);
   routing_.resize(static_cast<size_t>(cfg_.n_layer));
-  kv_filled_ = std::make_unique<std::atomic<int>[]>(static_cast<size_t>(cfg_.n_layer));
+  reserve_tokens(1);
   reset();
+}
+
+Model::~Model() = default;
+
+void Model::reserve_tokens(size_t n) {
+  if (n <= n_tokens_cap_) return;
+  const size_t d = static_cast<size_t>(cfg_.n_embd), hd = static_cast<size_t>(cfg_.head_dim);
+  const size_t q_dim = static_cast<size_t>(cfg_.n_head) * hd, kv_dim = this->kv_dim();
+  const size_t E = static_cast<size_t>(cfg_.n_expert), ff_sh = static_cast<size_t>(std::max(0, cfg_.n_ff_shared));
+  const size_t V = static_cast<size_t>(cfg_.vocab_size);
+  // Per token: x, h, o [n_embd]; q, att [q_dim]; k, v [kv_dim]; router [n_expert]; shared
+  // gate, up [n_ff_shared], out [n_embd], gate logit [1]; logits [vocab].
+  const size_t widths[] = {d, d, d, q_dim, kv_dim, kv_dim, q_dim, E, ff_sh, ff_sh, d, 1, V};
+  size_t per_token = 0;
+  for (size_t w : widths) per_token += (w + 15) / 16 * 16;  // 64-byte aligned rows of every tensor
+  s_ = {};
+  compute_.reset();
+  compute_ = dev_.allocate(BufferUsage::kCompute, per_token * n * sizeof(float),
+                           "activations of " + std::to_string(n) + " tokens");
+  size_t at = 0;
+  Tensor* views[] = {&s_.x, &s_.h, &s_.o, &s_.q, &s_.k, &s_.v, &s_.att, &s_.router, &s_.sh_gate, &s_.sh_up,
+                     &s_.sh_out, &s_.sh_logit, &s_.logits};
+  for (size_t i = 0; i < std::size(widths); ++i) {
+    *views[i] = Tensor::f32(compute_.get(), at, n, widths[i]);
+    at += (widths[i] + 15) / 16 * 16 * n * sizeof(float);
+  }
+  staging_.reset();
+  stage_h_ = stage_out_ = nullptr;
+  if (!compute_->host()) {
+    staging_ = dev_.allocate(BufferUsage::kHostStaging, 2 * n * d * sizeof(float), "hidden states to and from the experts");
+    stage_h_ = static_cast<float*>(staging_->host());
+    stage_out_ = stage_h_ + n * d;
+  }
+  n_tokens_cap_ = n;
 }
 
 void Model::reset() {
   pos_ = 0;
-  for (int l = 0; l < cfg_.n_layer; ++l) kv_filled_[static_cast<size_t>(l)].store(0, std::memory_order_release);
+  kv_->clear();
 }
 
 void Model::seek(int pos) {
   ODMOE_CHECK(pos >= 0 && pos < n_ctx_, kModel, "range", "cannot seek to position " << pos << " (context " << n_ctx_ << ")", "");
   pos_ = pos;
-  for (int l = 0; l < cfg_.n_layer; ++l) {
-    auto& f = kv_filled_[static_cast<size_t>(l)];
-    f.store(std::min(f.load(std::memory_order_relaxed), pos), std::memory_order_release);
-  }
+  kv_->truncate(pos);
+}
+
+void Model::read_kv_rows(int layer, int pos0, size_t n, float* k, float* v) const {
+  kv_->read_rows(dev_.stream(), layer, pos0, n, k, v);
 }
 
 void Model::copy_kv_rows(const KvRows& src, int layer, int begin, int end) {
   ODMOE_CHECK(layer >= 0 && layer < cfg_.n_layer && begin >= 0 && end <= n_ctx_ && begin <= end, kModel, "range",
               "copy_kv_rows: rows [" << begin << ", " << end << ") of layer " << layer << " out of range", "");
-  const size_t kv = kv_dim();
-  for (int p = begin; p < end; ++p) {
-    std::memcpy(&k_cache_[kv_index(layer, p)], src.k_row(layer, p), kv * sizeof(float));
-    std::memcpy(&v_cache_[kv_index(layer, p)], src.v_row(layer, p), kv * sizeof(float));
-  }
-}
-
-KvMirror::KvMirror(int n_layer, int n_ctx, size_t kv_dim)
-    : n_layer_(n_layer), n_ctx_(n_ctx), kv_dim_(kv_dim),
-      k_(static_cast<size_t>(n_layer) * static_cast<size_t>(n_ctx) * kv_dim),
-      v_(k_.size()),
-      filled_(std::make_unique<std::atomic<int>[]>(static_cast<size_t>(n_layer))) {
-  reset();
-}
-
-void KvMirror::reset() {
-  for (int l = 0; l < n_layer_; ++l) filled_[static_cast<size_t>(l)].store(0, std::memory_order_release);
-}
-
-void KvMirror::write(int layer, int pos, size_t n, const float* k, const float* v) {
-  ODMOE_CHECK(layer >= 0 && layer < n_layer_ && pos >= 0 && static_cast<size_t>(pos) + n <= static_cast<size_t>(n_ctx_),
-              kMpi, "protocol", "KV rows [" << pos << ", " << pos + static_cast<int>(n) << ") of layer " << layer
-                                             << " do not fit a context of " << n_ctx_, "");
-  auto& f = filled_[static_cast<size_t>(layer)];
-  // Rows at or past `pos` are rewritten: readers must not take them as filled meanwhile.
-  f.store(std::min(f.load(std::memory_order_relaxed), pos), std::memory_order_release);
-  std::memcpy(&k_[index(layer, pos)], k, n * kv_dim_ * sizeof(float));
-  std::memcpy(&v_[index(layer, pos)], v, n * kv_dim_ * sizeof(float));
-  f.store(pos + static_cast<int>(n), std::memory_order_release);
+  const auto n = static_cast<size_t>(end - begin);
+  std::vector<float> k(n * kv_dim()), v(n * kv_dim());  // f32 [n, kv_dim] each
+  src.read_kv_rows(layer, begin, n, k.data(), v.data());
+  kv_->write_rows(dev_.stream(), layer, begin, n, k.data(), v.data());
 }
 
 size_t Model::dense_weight_bytes() const {
@@ -264,6 +206,14 @@ size_t Model::dense_weight_bytes() const {
   return b;
 }
 
+const float* Model::host_rows(const Tensor& t, size_t count, float* staging) {
+  if (const float* p = t.host_f32()) return p;
+  Stream& st = dev_.stream();
+  st.get(t, 0, staging, count * sizeof(float));
+  st.synchronize();
+  return staging;
+}
+
 void Model::forward(const int32_t* tokens, size_t n, bool all_logits, std::vector<float>* logits) {
   ODMOE_CHECK(n > 0, kModel, "empty", "forward() needs at least one token", "");
   ODMOE_CHECK(static_cast<size_t>(pos_) + n <= static_cast<size_t>(n_ctx_), kModel, "context-full",
@@ -274,140 +224,115 @@ void Model::forward(const int32_t* tokens, size_t n, bool all_logits, std::vecto
     ODMOE_CHECK(tokens[t] >= 0 && static_cast<size_t>(tokens[t]) < V, kModel, "bad-token",
                 "token id " << tokens[t] << " is outside the vocabulary [0, " << V << ")", "");
   experts_.begin_forward(tokens, n, pos_);
-  x_.resize(n * d);
-  for (size_t t = 0; t < n; ++t) {
-    ODMOE_CHECK(tokens[t] >= 0 && static_cast<size_t>(tokens[t]) < V, kModel, "bad-token",
-                "token id " << tokens[t] << " is outside the vocabulary [0, " << V << ")", "");
-    const auto r = static_cast<size_t>(tokens[t]);
-    decode_rows(embed_.dtype, d, embed_.data.data(), embed_.scales.data(), r, r + 1, &x_[t * d]);
-  }
-  h_.resize(n * d);
-  o_.resize(n * d);
+  reserve_tokens(n);
+  Stream& st = dev_.stream();
+  st.embed_rows(embed_t_, tokens, n, s_.x);
   const auto eps = static_cast<float>(cfg_.rms_norm_eps);
   for (int l = 0; l < cfg_.n_layer; ++l) {
     if (layer_hook_) layer_hook_(l, pos_, n);
-    const LayerWeights& L = layers_[static_cast<size_t>(l)];
-    be_.rms_norm(x_.data(), f32(L.attn_norm), n, d, eps, h_.data());
-    attention(l, h_.data(), n, o_.data());
-    for (size_t i = 0; i < n * d; ++i) x_[i] += o_[i];
-    be_.rms_norm(x_.data(), f32(L.ffn_norm), n, d, eps, h_.data());
-    moe(l, h_.data(), n, o_.data());
-    for (size_t i = 0; i < n * d; ++i) x_[i] += o_[i];
+    const LayerTensors& L = layer_t_[static_cast<size_t>(l)];
+    st.rms_norm(s_.x, L.attn_norm, n, d, eps, s_.h);
+    attention(l, n);
+    st.add(s_.x, s_.o, n * d);
+    st.rms_norm(s_.x, L.ffn_norm, n, d, eps, s_.h);
+    moe(l, n);
+    st.add(s_.x, s_.o, n * d);
   }
   pos_ += static_cast<int>(n);
   const size_t first = all_logits ? 0 : n - 1, m = n - first;
-  be_.rms_norm(x_.data() + first * d, f32(final_norm_), m, d, eps, h_.data());
+  st.rms_norm(s_.x.row_range(first, m), final_norm_t_, m, d, eps, s_.h);
+  const Tensor& head = cfg_.tie_word_embeddings ? embed_t_ : lm_head_t_;
+  st.matmul(head, s_.h, m, s_.logits);
   logits->resize(m * V);
-  const EncodedTensor& head = cfg_.tie_word_embeddings ? embed_ : lm_head_;
-  be_.matmul(WeightView::of(head), h_.data(), m, logits->data());
+  st.get(s_.logits, 0, logits->data(), m * V * sizeof(float));
+  st.synchronize();
 }
 
-void Model::attention(int l, const float* h, size_t n, float* out) {
-  const LayerWeights& L = layers_[static_cast<size_t>(l)];
+void Model::attention(int l, size_t n) {
+  const LayerTensors& L = layer_t_[static_cast<size_t>(l)];
   const size_t hd = static_cast<size_t>(cfg_.head_dim), nh = static_cast<size_t>(cfg_.n_head),
                nkv = static_cast<size_t>(cfg_.n_head_kv);
   const size_t q_dim = nh * hd, kv_dim = nkv * hd;
   const auto eps = static_cast<float>(cfg_.rms_norm_eps);
-  q_.resize(n * q_dim);
-  k_.resize(n * kv_dim);
-  v_.resize(n * kv_dim);
-  be_.matmul(WeightView::of(L.wq), h, n, q_.data());
-  be_.matmul(WeightView::of(L.wk), h, n, k_.data());
-  be_.matmul(WeightView::of(L.wv), h, n, v_.data());
-  add_bias(q_.data(), L.bq, n, q_dim);
-  add_bias(k_.data(), L.bk, n, kv_dim);
-  add_bias(v_.data(), L.bv, n, kv_dim);
+  Stream& st = dev_.stream();
+  st.matmul(L.wq, s_.h, n, s_.q);
+  st.matmul(L.wk, s_.h, n, s_.k);
+  st.matmul(L.wv, s_.h, n, s_.v);
+  if (!L.bq.empty()) st.add_bias(s_.q, L.bq, n, q_dim);
+  if (!L.bk.empty()) st.add_bias(s_.k, L.bk, n, kv_dim);
+  if (!L.bv.empty()) st.add_bias(s_.v, L.bv, n, kv_dim);
   if (cfg_.qk_norm == QkNorm::kPerHead) {
-    be_.rms_norm(q_.data(), f32(L.q_norm), n * nh, hd, eps, q_.data());
-    be_.rms_norm(k_.data(), f32(L.k_norm), n * nkv, hd, eps, k_.data());
+    st.rms_norm(s_.q, L.q_norm, n * nh, hd, eps, s_.q);
+    st.rms_norm(s_.k, L.k_norm, n * nkv, hd, eps, s_.k);
   } else if (cfg_.qk_norm == QkNorm::kFull) {
-    be_.rms_norm(q_.data(), f32(L.q_norm), n, q_dim, eps, q_.data());
-    be_.rms_norm(k_.data(), f32(L.k_norm), n, kv_dim, eps, k_.data());
+    st.rms_norm(s_.q, L.q_norm, n, q_dim, eps, s_.q);
+    st.rms_norm(s_.k, L.k_norm, n, kv_dim, eps, s_.k);
   }
   if (cfg_.clip_qkv > 0) {
     const auto c = static_cast<float>(cfg_.clip_qkv);
-    for (auto* buf : {&q_, &k_, &v_})
-      for (float& x : *buf) x = std::clamp(x, -c, c);
+    st.clamp(s_.q, n * q_dim, c);
+    st.clamp(s_.k, n * kv_dim, c);
+    st.clamp(s_.v, n * kv_dim, c);
   }
-  float* kc = &k_cache_[static_cast<size_t>(l) * n_ctx_ * kv_dim];
-  float* vc = &v_cache_[static_cast<size_t>(l) * n_ctx_ * kv_dim];
-  for (size_t t = 0; t < n; ++t) {
-    const int pos = pos_ + static_cast<int>(t);
-    apply_rope(&q_[t * q_dim], nh, hd, rope_inv_freq_, pos);
-    apply_rope(&k_[t * kv_dim], nkv, hd, rope_inv_freq_, pos);
-    std::memcpy(kc + static_cast<size_t>(pos) * kv_dim, &k_[t * kv_dim], kv_dim * 4);
-    std::memcpy(vc + static_cast<size_t>(pos) * kv_dim, &v_[t * kv_dim], kv_dim * 4);
-  }
-  kv_filled_[static_cast<size_t>(l)].store(pos_ + static_cast<int>(n), std::memory_order_release);
-  att_.assign(n * q_dim, 0.0f);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const size_t group = nh / nkv;
-  const long n_jobs = static_cast<long>(n * nh);
-#pragma omp parallel for schedule(dynamic, 1) if (n_jobs * (pos_ + static_cast<long>(n)) * static_cast<long>(hd) >= (1L << 15))
-  for (long job = 0; job < n_jobs; ++job) {
-    const size_t t = static_cast<size_t>(job) / nh, hh = static_cast<size_t>(job) % nh;
-    const int pos = pos_ + static_cast<int>(t);
-    const int start = cfg_.sliding_window > 0 ? std::max(0, pos - cfg_.sliding_window + 1) : 0;
-    const float* q = &q_[t * q_dim + hh * hd];
-    const size_t kvh = hh / group;
-    std::vector<float> sc(static_cast<size_t>(pos - start + 1));
-    float mx = -INFINITY;
-    for (int j = start; j <= pos; ++j) {
-      const float* kr = kc + static_cast<size_t>(j) * kv_dim + kvh * hd;
-      float s = 0;
-#pragma omp simd reduction(+ : s)
-      for (size_t i = 0; i < hd; ++i) s += q[i] * kr[i];
-      s *= scale;
-      sc[static_cast<size_t>(j - start)] = s;
-      mx = std::max(mx, s);
-    }
-    float sum = 0;
-    for (float& s : sc) sum += (s = std::exp(s - mx));
-    float* o = &att_[t * q_dim + hh * hd];
-    for (int j = start; j <= pos; ++j) {
-      const float w = sc[static_cast<size_t>(j - start)] / sum;
-      const float* vr = vc + static_cast<size_t>(j) * kv_dim + kvh * hd;
-#pragma omp simd
-      for (size_t i = 0; i < hd; ++i) o[i] += w * vr[i];
-    }
-  }
-  be_.matmul(WeightView::of(L.wo), att_.data(), n, out);
-  add_bias(out, L.bo, n, static_cast<size_t>(cfg_.n_embd));
+  st.rope(s_.q, n, nh, hd, pos_, rope_inv_freq_);
+  st.rope(s_.k, n, nkv, hd, pos_, rope_inv_freq_);
+  st.kv_store(*kv_, l, pos_, n, s_.k, s_.v);
+  st.synchronize();  // the rows are in the cache before they count as filled
+  kv_->set_filled(l, pos_ + static_cast<int>(n));
+  AttentionParams p;
+  p.n_head = cfg_.n_head;
+  p.n_head_kv = cfg_.n_head_kv;
+  p.head_dim = cfg_.head_dim;
+  p.window = cfg_.sliding_window;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  st.attention(s_.q, *kv_, l, pos_, n, p, s_.att);
+  st.matmul(L.wo, s_.att, n, s_.o);
+  if (!L.bo.empty()) st.add_bias(s_.o, L.bo, n, static_cast<size_t>(cfg_.n_embd));
 }
 
 void Model::router_logits(int layer, const float* h, size_t n, float* out) const {
   ODMOE_CHECK(layer >= 0 && layer < cfg_.n_layer, kModel, "range", "layer " << layer << " out of range", "");
-  be_.matmul(WeightView::of(layers_[static_cast<size_t>(layer)].router), h, n, out);
+  const size_t d = static_cast<size_t>(cfg_.n_embd), E = static_cast<size_t>(cfg_.n_expert);
+  const size_t need = n * (d + E) * sizeof(float);
+  if (!lookahead_ || lookahead_->bytes() < need)
+    lookahead_ = dev_.allocate(BufferUsage::kCompute, need, "look-ahead router input");
+  const Tensor x = Tensor::f32(lookahead_.get(), 0, n, d), y = Tensor::f32(lookahead_.get(), n * d * sizeof(float), n, E);
+  Stream& st = dev_.stream();
+  st.set(x, 0, h, n * d * sizeof(float));
+  st.matmul(layer_t_[static_cast<size_t>(layer)].router, x, n, y);
+  st.get(y, 0, out, n * E * sizeof(float));
+  st.synchronize();
 }
 
-void Model::moe(int l, const float* h, size_t n, float* out) {
-  const LayerWeights& L = layers_[static_cast<size_t>(l)];
+void Model::moe(int l, size_t n) {
+  const LayerTensors& L = layer_t_[static_cast<size_t>(l)];
   const size_t d = static_cast<size_t>(cfg_.n_embd), E = static_cast<size_t>(cfg_.n_expert),
                k = static_cast<size_t>(cfg_.n_expert_used);
+  Stream& st = dev_.stream();
+  st.matmul(L.router, s_.h, n, s_.router);
   router_logits_.resize(n * E);
-  be_.matmul(WeightView::of(L.router), h, n, router_logits_.data());
+  st.get(s_.router, 0, router_logits_.data(), n * E * sizeof(float));
+  st.synchronize();
   route_ids_.resize(n * k);
   route_w_.resize(n * k);
   route(cfg_, router_logits_.data(), n, route_ids_.data(), route_w_.data());
   experts_.adjust_routing(l, router_logits_.data(), n, k, route_ids_.data(), route_w_.data());
   routing_[static_cast<size_t>(l)] = route_ids_;
-  experts_.submit(l, h, n, k, route_ids_.data(), route_w_.data());
+  experts_.submit(l, host_rows(s_.h, n * d, stage_h_), n, k, route_ids_.data(), route_w_.data());
   if (cfg_.n_ff_shared > 0) {
-    sh_out_.resize(n * d);
-    expert_forward(be_, WeightView::of(L.shared_gate), WeightView::of(L.shared_up), WeightView::of(L.shared_down), h, n,
-                   sh_out_.data(), &sh_scratch_);
-    std::vector<float> gate(n, 1.0f);
-    if (cfg_.shared_expert_gate) {
-      be_.matmul(WeightView::of(L.shared_expert_gate), h, n, gate.data());
-      for (float& g : gate) g = 1.0f / (1.0f + std::exp(-g));
-    }
-    shared_gate_ = std::move(gate);
+    expert_forward(st, L.shared_gate, L.shared_up, L.shared_down, s_.h, n, s_.sh_gate, s_.sh_up, s_.sh_out);
+    if (cfg_.shared_expert_gate) st.matmul(L.shared_expert_gate, s_.h, n, s_.sh_logit);
   }
+  // The routed experts' sum, written on the host (the executor's output) and then on the device.
+  float* out = s_.o.host_f32() ? s_.o.host_f32() : stage_out_;
+  st.synchronize();
   std::fill(out, out + n * d, 0.0f);
   experts_.collect(out);
-  if (cfg_.n_ff_shared > 0)
-    for (size_t t = 0; t < n; ++t)
-      for (size_t i = 0; i < d; ++i) out[t * d + i] += shared_gate_[t] * sh_out_[t * d + i];
+  if (out == stage_out_) st.set(s_.o, 0, out, n * d * sizeof(float));
+  if (cfg_.n_ff_shared > 0) {
+    if (cfg_.shared_expert_gate) st.sigmoid_gate_add(s_.o, s_.sh_out, s_.sh_logit, n, d);
+    else st.add(s_.o, s_.sh_out, n * d);  // a gate of 1: out + 1 * y is out + y exactly
+  }
 }
 
 }  // namespace odmoe

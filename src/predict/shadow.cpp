@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "odmoe/backend/cpu_backend.h"
+#include "odmoe/backend/cpu_device.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/clock.h"
 #include "odmoe/core/tensor_codec.h"
@@ -95,10 +96,10 @@ class ShadowExperts final : public ExpertExecutor {
 class ShadowPredictor final : public Predictor {
  public:
   ShadowPredictor(const ModelFiles& files, const KvRows& full, int n_ctx, const ShadowOptions& o)
-      : full_(full), o_(o), be_(detect_cpu_isa(), std::max(1, o.threads)) {
+      : full_(full), o_(o), be_(detect_cpu_isa(), std::max(1, o.threads)), device_(be_, be_.n_threads()) {
     const TensorReader reader = shadow_tensor_reader(files, o.dtype, &dtype_);
     experts_ = std::make_unique<ShadowExperts>(*this, std::make_unique<LocalExpertExecutor>(files, be_, reader));
-    model_ = std::make_unique<Model>(files, be_, *experts_, n_ctx, reader);
+    model_ = std::make_unique<Model>(files, device_, *experts_, n_ctx, reader);
     model_->set_layer_hook([this](int layer, int pos, size_t n) { before_layer(layer, pos, n); });
     kv_aligned_.assign(static_cast<size_t>(files.config().n_layer), 0);
     full_bytes_ = model_weight_bytes(files);
@@ -338,6 +339,7 @@ class ShadowPredictor final : public Predictor {
   ShadowOptions o_;
   std::string dtype_;
   CpuBackend be_;
+  CpuDevice device_;  // the shadow's own: the CPU by default, so it does not compete with main for a small GPU
   std::unique_ptr<ShadowExperts> experts_;
   std::unique_ptr<Model> model_;
   uint64_t full_bytes_ = 0;

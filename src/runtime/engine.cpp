@@ -72,6 +72,7 @@ Engine::Role Engine::open_common(const EngineOptions& o) {
     const int shadow_cores = o.dist.predictor == "shadow" ? o.dist.shadow.threads : 0;
     const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() - shadow_cores);
     backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
+    device_ = std::make_unique<CpuDevice>(*backend_, backend_->n_threads());
     return Role::kMain;
   }
 
@@ -83,6 +84,7 @@ Engine::Role Engine::open_common(const EngineOptions& o) {
   for (int r = 0; r < comm.size(); ++r) on_node += comm.node_of(r) == comm.node_of(comm.rank());
   const int threads = o.threads > 0 ? o.threads : std::max(1, cores_available() / on_node);
   backend_ = std::make_unique<CpuBackend>(detect_cpu_isa(), threads);
+  device_ = std::make_unique<CpuDevice>(*backend_, backend_->n_threads());
   const ModelConfig& c = files_->config();
   const int shadow_rank = o.dist.predictor_rank;
   ODMOE_CHECK(!(o.dist.degrade && o.dist.mode == Mode::kResident), kCli, "bad-option",
@@ -116,7 +118,7 @@ void Engine::open_single_process() {
   const EngineOptions& o = opts_;
   local_ = std::make_unique<LocalExpertExecutor>(*files_, *backend_);
   if (o.dist.predictor == "none") {
-    model_ = std::make_unique<Model>(*files_, *backend_, *local_, o.n_ctx);
+    model_ = std::make_unique<Model>(*files_, *device_, *local_, o.n_ctx);
     return;
   }
   // A predictor in one process: nothing to load, its predictions are accounted.
@@ -125,7 +127,7 @@ void Engine::open_single_process() {
   accounting_ = std::make_unique<AccountingExecutor>(
       *local_, c.n_layer, c.n_expert, groups - 1, std::min(c.n_expert, c.n_expert_used + o.dist.predict_extra),
       make_none_predictor(), o.dist.predictor_sync, o.dist.timeout_s);
-  model_ = std::make_unique<Model>(*files_, *backend_, *accounting_, o.n_ctx);
+  model_ = std::make_unique<Model>(*files_, *device_, *accounting_, o.n_ctx);
   accounting_->set_predictor(make_predictor(o.dist, *files_, *model_, groups));
 }
 
@@ -135,7 +137,7 @@ void Engine::open_main() {
   if (d.mode == Mode::kResident) d.predictor = "none";  // nothing is loaded after start-up
   exec_ = std::make_unique<DistributedExpertExecutor>(*comm_, *files_, *store_, *sched_, d, make_none_predictor());
   exec_->start();
-  model_ = std::make_unique<Model>(*files_, *backend_, *exec_, o.n_ctx);
+  model_ = std::make_unique<Model>(*files_, *device_, *exec_, o.n_ctx);
   exec_->set_predictor(o.dist.predictor_rank >= 0
                            ? make_remote_shadow_predictor(*comm_, o.dist.predictor_rank, *model_)
                            : make_predictor(d, *files_, *model_, sched_->n_groups()));
@@ -198,6 +200,14 @@ nlohmann::json Engine::finish(const std::string& trace_path) {
   ODMOE_CHECK(!finished_, kCore, "twice", "Engine::finish called twice", "");
   finished_ = true;
   nlohmann::json main_stats = main_rank_stats(backend_->to_string());
+  // Main's device allocator: KV cache and activations (peak), and the weights it computes from
+  // in place (wrapped). peak_device_bytes itself waits for the expert ranks' allocators: a
+  // job reporting it for some ranks only would read as measured for all.
+  const MemoryAccount& mem = device_->memory();
+  main_stats["device_memory"] = {{"peak_bytes", mem.peak_bytes()},
+                                 {"live_bytes", mem.live_bytes()},
+                                 {"wrapped_host_bytes", mem.wrapped_bytes()},
+                                 {"limit_bytes", mem.limit_bytes()}};
   main_stats["memory_marks"] = marks_;
   if (!exec_) {
     nlohmann::json j = {{"ranks", nlohmann::json::array({main_stats})}};

@@ -1,6 +1,7 @@
-// The decoder: one implementation configured per architecture (ModelConfig). It holds the
-// dense weights (embeddings, attention, norms, routers, shared experts, LM head) and the
-// KV cache; routed experts are computed by an ExpertExecutor, so the same decoder runs
+// The decoder: one implementation configured per architecture (ModelConfig), computed on a
+// Device. It holds the dense weights (embeddings, attention, norms, routers, shared experts,
+// LM head) in weights buffers, the KV cache in a KvCache and its activations in one compute
+// buffer; routed experts are computed by an ExpertExecutor, so the same decoder runs
 // single-process (LocalExpertExecutor: all experts in memory) or distributed (experts on
 // expert ranks).
 #pragma once
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "odmoe/backend/backend.h"
+#include "odmoe/backend/device.h"
+#include "odmoe/backend/kv_cache.h"
 #include "odmoe/arch/model_config.h"
 #include "odmoe/weights/model_files.h"
 
@@ -89,8 +92,8 @@ class KvRows {
   // Rows [0, kv_filled(l)) of layer l hold this sequence's entries; it grows with release
   // order as they are written, so another thread may read the rows below it meanwhile.
   virtual int kv_filled(int layer) const = 0;
-  virtual const float* k_row(int layer, int pos) const = 0;  // [kv_dim]
-  virtual const float* v_row(int layer, int pos) const = 0;
+  // Rows [pos0, pos0 + n) of `layer`, token-major: k, v [n, kv_dim] (KV heads in order).
+  virtual void read_kv_rows(int layer, int pos0, size_t n, float* k, float* v) const = 0;
 };
 
 // A copy of another rank's KV rows, written as its messages arrive (one writer thread).
@@ -101,15 +104,14 @@ class KvMirror final : public KvRows {
   // Rows [pos, pos + n) of `layer`: k and v are [n, kv_dim] each.
   void write(int layer, int pos, size_t n, const float* k, const float* v);
   int kv_filled(int layer) const override { return filled_[static_cast<size_t>(layer)].load(std::memory_order_acquire); }
-  const float* k_row(int layer, int pos) const override { return &k_[index(layer, pos)]; }
-  const float* v_row(int layer, int pos) const override { return &v_[index(layer, pos)]; }
+  void read_kv_rows(int layer, int pos0, size_t n, float* k, float* v) const override;
   size_t kv_dim() const { return kv_dim_; }
 
  private:
   size_t index(int layer, int pos) const { return (static_cast<size_t>(layer) * n_ctx_ + static_cast<size_t>(pos)) * kv_dim_; }
   int n_layer_, n_ctx_;
   size_t kv_dim_;
-  std::vector<float> k_, v_;
+  std::vector<float> k_, v_;  // f32 [n_layer][n_ctx][kv_dim] each (token-major, as messages carry them)
   std::unique_ptr<std::atomic<int>[]> filled_;
 };
 
@@ -123,11 +125,19 @@ struct LayerWeights {
   EncodedTensor shared_expert_gate;         // f32 [1, n_embd]
 };
 
+// The same tensors as the device computes from them (views of the model's weights buffers).
+struct LayerTensors {
+  Tensor attn_norm, ffn_norm, wq, wk, wv, wo, bq, bk, bv, bo, q_norm, k_norm, router;
+  Tensor shared_gate, shared_up, shared_down, shared_expert_gate;
+};
+
 class Model final : public KvRows {
  public:
-  // Loads the dense weights of `files` (or what `reader` gives for them); `n_ctx` <= 0
-  // means the model's max_position_embeddings.
-  Model(const ModelFiles& files, Backend& be, ExpertExecutor& experts, int n_ctx = 0, const TensorReader& reader = {});
+  // Loads the dense weights of `files` (or what `reader` gives for them) onto `device` (wrapped
+  // without a copy where the device computes from host memory); `n_ctx` <= 0 means the
+  // model's max_position_embeddings.
+  Model(const ModelFiles& files, Device& device, ExpertExecutor& experts, int n_ctx = 0, const TensorReader& reader = {});
+  ~Model() override;
 
   const ModelConfig& config() const { return cfg_; }
   int n_ctx() const { return n_ctx_; }
@@ -145,6 +155,7 @@ class Model final : public KvRows {
 
   // Router logits of `layer` for hidden states h [n, n_embd] (the layer's normed MoE input):
   // what look-ahead predictors apply to another layer's hidden state. out: [n, n_expert].
+  // Host arrays; uses the model's stream (the thread that runs forward()).
   void router_logits(int layer, const float* h, size_t n, float* out) const;
 
   // Router decisions of the last forward for layer l, token t: k expert ids.
@@ -163,39 +174,49 @@ class Model final : public KvRows {
   // entries; it grows as forward() writes them, with release order, so another thread may
   // read rows below it while this model runs (rows below it are not written again until
   // reset()). copy_kv_rows copies rows [begin, end) of layer l from `src` (same shape).
-  int kv_filled(int layer) const override {
-    return kv_filled_[static_cast<size_t>(layer)].load(std::memory_order_acquire);
-  }
-  const float* k_row(int layer, int pos) const override { return &k_cache_[kv_index(layer, pos)]; }
-  const float* v_row(int layer, int pos) const override { return &v_cache_[kv_index(layer, pos)]; }
+  int kv_filled(int layer) const override { return kv_->filled(layer); }
+  // Reads through the device's stream; safe beside forward() on the CPU device.
+  void read_kv_rows(int layer, int pos0, size_t n, float* k, float* v) const override;
   size_t kv_dim() const { return static_cast<size_t>(cfg_.n_head_kv) * cfg_.head_dim; }
   void copy_kv_rows(const KvRows& src, int layer, int begin, int end);
 
   size_t dense_weight_bytes() const;  // the weights this object holds (not the routed experts)
-  size_t kv_cache_bytes() const { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
+  size_t kv_cache_bytes() const { return kv_->bytes(); }
+  Device& device() const { return dev_; }
 
  private:
-  size_t kv_index(int layer, int pos) const {
-    return (static_cast<size_t>(layer) * n_ctx_ + static_cast<size_t>(pos)) * kv_dim();
-  }
-  void attention(int l, const float* h, size_t n, float* out);
-  void moe(int l, const float* h, size_t n, float* out);
+  // Activations of one forward step, views of compute_ (f32, [tokens, dim] each).
+  struct Scratch {
+    Tensor x, h, o, q, k, v, att, router, sh_gate, sh_up, sh_out, sh_logit, logits;
+  };
+  void place_weights(const TensorReader& reader);
+  void reserve_tokens(size_t n);  // the compute buffer holds n tokens' activations
+  void attention(int l, size_t n);  // s_.h -> s_.o
+  void moe(int l, size_t n);        // s_.h -> s_.o
+  const float* host_rows(const Tensor& t, size_t count, float* staging);
 
   ModelConfig cfg_;
-  Backend& be_;
+  Device& dev_;
   ExpertExecutor& experts_;
   int n_ctx_, pos_ = 0;
-  EncodedTensor embed_, final_norm_, lm_head_;
+  EncodedTensor embed_, final_norm_, lm_head_;  // host copies, as read
   std::vector<LayerWeights> layers_;
-  std::vector<float> k_cache_, v_cache_;  // [layer][n_ctx][kv_dim]
-  std::vector<float> rope_inv_freq_;
+  std::vector<std::unique_ptr<Buffer>> weight_bufs_;  // the weights on the device (wraps of the above on the CPU)
+  Tensor embed_t_, final_norm_t_, lm_head_t_, rope_inv_freq_;  // rope_inv_freq_: f32 [head_dim / 2]
+  std::vector<LayerTensors> layer_t_;
+  std::unique_ptr<KvCache> kv_;
   std::vector<std::vector<int32_t>> routing_;
-  std::unique_ptr<std::atomic<int>[]> kv_filled_;
   LayerHook layer_hook_;
-  // scratch
-  std::vector<float> x_, h_, q_, k_, v_, att_, o_, scores_, logits_buf_, router_logits_, route_w_, moe_out_;
-  std::vector<int32_t> route_ids_;
-  std::vector<float> sh_scratch_, sh_out_, shared_gate_;
+  // The compute buffer, sized for the longest forward step so far, and a host staging buffer
+  // for the hidden states the expert executor reads (only where the device is not host-visible).
+  std::unique_ptr<Buffer> compute_, staging_;
+  size_t n_tokens_cap_ = 0;
+  Scratch s_;
+  float* stage_h_ = nullptr;    // f32 [cap, n_embd] in staging_, or null
+  float* stage_out_ = nullptr;  // f32 [cap, n_embd] in staging_, or null
+  std::vector<float> router_logits_, route_w_;  // host f32 [n, n_expert], [n, k]
+  std::vector<int32_t> route_ids_;              // [n, k]
+  mutable std::unique_ptr<Buffer> lookahead_;   // router_logits(): f32 h [n, n_embd] then out [n, n_expert]
 };
 
 }  // namespace odmoe

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "odmoe/backend/cpu_backend.h"
+#include "odmoe/backend/cpu_device.h"
 #include "odmoe/exec/executor.h"
 #include "odmoe/predict/prediction_ledger.h"
 #include "odmoe/model/model.h"
@@ -36,6 +37,7 @@ class Engine {
   ModelFiles& files() { return *files_; }
   Model& model() { return *model_; }
   const CpuBackend& backend() const { return *backend_; }
+  Device& device() { return *device_; }  // main's: the model computes on it
   bool distributed() const { return exec_ != nullptr; }
   std::string describe() const;  // mode, ranks, groups, predictor
 
@@ -63,7 +65,8 @@ class Engine {
   EngineOptions opts_;
   std::unique_ptr<Comm> comm_;
   std::unique_ptr<ModelFiles> files_;
-  std::unique_ptr<CpuBackend> backend_;
+  std::unique_ptr<CpuBackend> backend_;  // the expert ranks' kernels, and the CPU device's
+  std::unique_ptr<CpuDevice> device_;
   std::unique_ptr<Schedule> sched_;
   std::unique_ptr<ExpertStore> store_;
   std::unique_ptr<LocalExpertExecutor> local_;
