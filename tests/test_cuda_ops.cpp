@@ -302,12 +302,12 @@ TEST_F(CudaOps, ElementwiseOpsMatchCpu) {
     if (i == 7) continue;
     ASSERT_EQ(clamped[i], std::clamp(a[i], -2.5f, 2.5f)) << "clamp value " << i;
   }
-  // SwiGLU: expf vs std::exp (both within 1-2 ulp) and 3 roundings: 1e-6 relative.
+  // SwiGLU: expf vs std::exp (each within 2 ulp) and 3 roundings on each side: <= ~10 ulp apart.
   std::vector<float> sc(count);
   cpu.swiglu(a.data(), b.data(), count, sc.data());
   DevBuf<float> dgate(a);
   cuda::swiglu(dgate.get(), db.get(), count, dout.get(), stream_);
-  EXPECT_TRUE(close("swiglu", dout.download(), to_double(sc), {1e-30}, 1e-6));
+  EXPECT_TRUE(close("swiglu", dout.download(), to_double(sc), {1e-30}, 2e-6));
   // The shared-expert gate: out += sigmoid(g) * shared, with and without the gate.
   for (bool gated : {true, false}) {
     DevBuf<float> dout2(a);
