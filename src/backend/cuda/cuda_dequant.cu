@@ -1,39 +1,18 @@
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <memory>
 
-#include "odmoe/backend/cuda_check.h"
+#include "cuda_common.cuh"
 #include "odmoe/backend/cuda_dequant.h"
 
 namespace odmoe::cuda {
 namespace {
 
-// One thread per output element; weights are read once, so this is bandwidth-bound.
-__global__ void decode_kernel(int dtype, size_t rows, size_t cols, const void* __restrict__ data,
+// One thread per output element; weights are read once, so this is bandwidth-bound. The
+// arithmetic is load_element's (cuda_common.cuh), shared with the op kernels.
+__global__ void decode_kernel(DType dtype, size_t rows, size_t cols, const void* __restrict__ data,
                               const float* __restrict__ scales, float* __restrict__ out) {
   const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * cols) return;
-  const size_t r = i / cols, c = i % cols;
-  float v = 0.0f;
-  switch (static_cast<DType>(dtype)) {
-    case DType::kF32: v = static_cast<const float*>(data)[i]; break;
-    case DType::kBF16: {
-      const uint16_t h = static_cast<const uint16_t*>(data)[i];
-      v = __uint_as_float(static_cast<uint32_t>(h) << 16);
-      break;
-    }
-    case DType::kF16: v = __half2float(__ushort_as_half(static_cast<const unsigned short*>(data)[i])); break;
-    case DType::kInt8: v = static_cast<float>(static_cast<const int8_t*>(data)[i]) * scales[r]; break;
-    case DType::kInt4: {
-      const size_t groups = (cols + kInt4Group - 1) / kInt4Group;
-      const uint8_t b = static_cast<const uint8_t*>(data)[r * groups * (kInt4Group / 2) + c / 2];
-      const int q = static_cast<int>((c % 2 == 0) ? (b & 0x0fu) : (b >> 4)) - 8;
-      v = static_cast<float>(q) * scales[r * groups + c / kInt4Group];
-      break;
-    }
-  }
-  out[i] = v;
+  out[i] = load_element(dtype, data, scales, i / cols, i % cols, cols);
 }
 
 struct DeviceFree {
@@ -70,8 +49,8 @@ void decode_rows_device(DType dtype, size_t rows, size_t cols, const void* d_dat
   if (n == 0) return;
   constexpr int kThreads = 256;
   const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
-  decode_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<int>(dtype), rows, cols, d_data,
-                                                                           d_scales, d_out);
+  decode_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(dtype, rows, cols, d_data, d_scales,
+                                                                           d_out);
   ODMOE_CUDA_CHECK(cudaGetLastError());
 }
 
