@@ -108,6 +108,7 @@ class RemoteShadowPredictor final : public Predictor {
     p.experts.resize(static_cast<size_t>(m.header.n_tokens));
     std::memcpy(p.experts.data(), m.payload.data(), m.payload.size());
     p.time = now_s();  // usable from when it arrived (the ranks' clocks may differ)
+    p.source = "shadow";
     sink->publish(p);
   }
 
