@@ -33,7 +33,7 @@ set(ODMOE_SOURCES_model model/model.cpp model/experts.cpp)
 set(ODMOE_SOURCES_comm comm/comm.cpp comm/protocol.cpp)
 set(ODMOE_SOURCES_store store/expert_store.cpp)
 set(ODMOE_SOURCES_sched sched/schedule.cpp sched/expert_cache.cpp sched/load_planner.cpp)
-set(ODMOE_SOURCES_predict predict/predictor.cpp predict/prediction_ledger.cpp predict/shadow.cpp)
+set(ODMOE_SOURCES_predict predict/predictor.cpp predict/prediction_ledger.cpp predict/shadow.cpp predict/fallback.cpp)
 set(ODMOE_SOURCES_exec
   exec/options.cpp exec/stats.cpp exec/trace.cpp exec/executor.cpp exec/executor_end.cpp exec/expert_rank.cpp exec/predictor_rank.cpp)
 set(ODMOE_SOURCES_runtime runtime/sampler.cpp runtime/perplexity.cpp runtime/generation.cpp runtime/engine.cpp)

@@ -131,6 +131,44 @@ TEST_F(Predictors, AlignmentPeriodsChangeBehaviour) {
   EXPECT_EQ(every4["align_kv_period"], 4);
 }
 
+// A shadow that lags (here on purpose: it sleeps before every layer of one decode step in
+// two, as a thread that lost its CPU to a busy host would) leaves layers unpredicted; the
+// fallback fills them from the router of the layer before and the previous token, so every
+// decode layer is predicted by something and recall does not fall below gate-ahead's.
+// Asynchronous (no --predictor-sync): the lag is real thread timing.
+TEST_F(Predictors, FallbackCoversALaggingShadow) {
+  nlohmann::json plain, alone_steps, backed_steps;
+  generate("", &plain);
+  ASSERT_FALSE(plain.empty());
+  const std::string lag = "--predictor shadow --shadow-dtype int4 --shadow-lag-ms 4 --shadow-lag-every 2 ";
+  const nlohmann::json alone = generate(lag + "--shadow-fallback off", &alone_steps)["predictor"];
+  const nlohmann::json backed = generate(lag, &backed_steps)["predictor"];
+  const nlohmann::json gate = generate("--predictor gate-ahead")["predictor"];
+  EXPECT_EQ(alone_steps, plain);
+  EXPECT_EQ(backed_steps, plain) << "predictions never change the tokens";
+  ASSERT_TRUE(alone.contains("sources")) << alone.dump();
+  EXPECT_GT(alone["sources"].value("unpredicted", nlohmann::json::object()).value("layers", 0), 0)
+      << "a shadow sleeping 4 ms a layer falls behind: " << alone["sources"].dump();
+  EXPECT_FALSE(alone.contains("fallback"));
+  const nlohmann::json& src = backed["sources"];
+  EXPECT_EQ(src.value("unpredicted", nlohmann::json::object()).value("layers", 0), 0) << src.dump();
+  EXPECT_TRUE(src.contains("gate-ahead") && src.contains("previous")) << src.dump();
+  EXPECT_GT(backed["fallback"]["filled_layers"].get<int>(), 0);
+  EXPECT_GT(backed["injected_lag_ms"].get<double>(), 0.0);
+  double share = 0;
+  for (const auto& [name, s] : src.items()) share += s["share"].get<double>();
+  EXPECT_NEAR(share, 1.0, 1e-9);
+  EXPECT_GE(backed["recall"].get<double>(), gate["recall"].get<double>()) << src.dump();
+  EXPECT_GT(backed["recall"].get<double>(), alone["recall"].get<double>()) << src.dump();
+  // Bad values are usage errors.
+  for (const std::string bad : {"--shadow-fallback maybe", "--shadow-priority 40", "--shadow-lag-ms -1",
+                                "--shadow-lag-every 0"}) {
+    const auto r = test::run_command(kOdmoe + " generate --model " + tmp_->str("f32") +
+                                     " --prompt A --max-new-tokens 2 --predictor shadow " + bad);
+    EXPECT_EQ(r.status, 2) << bad << "\n" << r.output;
+  }
+}
+
 TEST_F(Predictors, EvalPredictorJson) {
   const std::string prompts = tmp_->str("prompts.jsonl"), out = tmp_->str("eval.json");
   {

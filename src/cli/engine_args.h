@@ -19,7 +19,7 @@ namespace po = boost::program_options;
 struct EngineArgs {
   EngineOptions eo;
   std::string mode = "on-demand", placement = "replicated", progress = "auto", store_ranks = "node", trace;
-  std::string departure = "early", miss_policy = "wait", cache_policy = "auto", on_failure = "abort";
+  std::string departure = "early", miss_policy = "wait", cache_policy = "auto", on_failure = "abort", shadow_fallback = "on";
 
   // `per_run`: also the options `odmoe bench` varies from run to run (--mode, --predictor,
   // --groups, --substitute); bench defines its own list-valued ones instead.
@@ -61,6 +61,15 @@ struct EngineArgs {
         "shadow: early (start the next token from its own guess, redo it if the full model disagrees) | late "
         "(wait for the full model's token, as the paper does)")(
         "shadow-threads", po::value(&d.shadow.threads)->default_value(1), "shadow: CPU threads")(
+        "shadow-fallback", po::value(&shadow_fallback)->default_value(shadow_fallback),
+        "shadow: on (layers a lagging shadow has not predicted are filled from gate-ahead and the previous token) | "
+        "off (ablation: the shadow alone)")(
+        "shadow-priority", po::value(&d.shadow.priority)->default_value(d.shadow.priority),
+        "shadow: lower its thread's niceness by N where the OS allows (0: leave it)")(
+        "shadow-lag-ms", po::value(&d.shadow.lag_ms)->default_value(0.0),
+        "TESTING: the shadow sleeps this long before each layer of a lagged decode step")(
+        "shadow-lag-every", po::value(&d.shadow.lag_every)->default_value(1),
+        "TESTING: lag one decode step in N (with --shadow-lag-ms)")(
         "predictor-rank", po::value(&d.predictor_rank)->default_value(-1),
         "shadow: run it on this rank (the last one; the paper's shadow node) instead of a thread of main")(
         "miss-policy", po::value(&miss_policy)->default_value(miss_policy),
@@ -130,6 +139,12 @@ struct EngineArgs {
     if (d.shadow.align_token_period < 0 || d.shadow.align_kv_period < 0)
       throw cli::UsageError("--align-token-period and --align-kv-period must be >= 0 (0: never)");
     if (d.shadow.threads < 1) throw cli::UsageError("--shadow-threads must be at least 1");
+    if (shadow_fallback != "on" && shadow_fallback != "off") throw cli::UsageError("--shadow-fallback must be on or off");
+    d.shadow.fallback = shadow_fallback == "on";
+    if (d.shadow.priority < 0 || d.shadow.priority > 19) throw cli::UsageError("--shadow-priority must be in 0..19");
+    if (!(d.shadow.lag_ms >= 0 && d.shadow.lag_ms <= 60000))
+      throw cli::UsageError("--shadow-lag-ms must be in 0..60000");
+    if (d.shadow.lag_every < 1) throw cli::UsageError("--shadow-lag-every must be at least 1");
     if (d.predictor_rank < -1 || d.predictor_rank == 0)
       throw cli::UsageError("--predictor-rank must name a rank other than main (the last rank)");
     if (d.predict_extra < 0 || d.predict_extra > Schedule::kMaxExtra)

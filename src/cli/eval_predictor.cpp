@@ -20,6 +20,8 @@
 #include "odmoe/core/error.h"
 #include "odmoe/core/json_file.h"
 #include "odmoe/comm/comm.h"
+#include "odmoe/predict/prediction_ledger.h"
+#include "odmoe/predict/shadow.h"
 #include "odmoe/runtime/generation.h"
 #include "odmoe/runtime/sampler.h"
 #include "odmoe/tokenizer/tokenizer.h"
@@ -71,6 +73,7 @@ namespace {
 
 struct Spec {
   std::string label, predictor, shadow_dtype;
+  int fallback = -1;  // shadow: 1 backed by its fallback, 0 alone, -1 as --shadow-fallback says
 };
 
 std::vector<Spec> parse_specs(const std::string& s) {
@@ -85,6 +88,15 @@ std::vector<Spec> parse_specs(const std::string& s) {
       sp.predictor = item.substr(0, colon);
       sp.shadow_dtype = item.substr(colon + 1);
       if (sp.predictor != "shadow") throw UsageError("--predictors: only shadow takes a :DTYPE, not '" + item + "'");
+      const size_t second = sp.shadow_dtype.find(':');
+      if (second != std::string::npos) {
+        const std::string how = sp.shadow_dtype.substr(second + 1);
+        sp.shadow_dtype.resize(second);
+        if (how != "alone" && how != "backed")
+          throw UsageError("--predictors: shadow:DTYPE:alone or shadow:DTYPE:backed, not '" + item + "'");
+        sp.fallback = how == "backed";
+      }
+      check_shadow_dtype(sp.shadow_dtype);
     }
     if (!is_predictor_name(sp.predictor))
       throw UsageError("--predictors: unknown predictor '" + sp.predictor + "' (" + kPredictorNames + ")");
@@ -141,16 +153,16 @@ nlohmann::json evaluate_one(Engine& eng, const Spec& sp, const std::vector<std::
 
 // The table, one line per predictor.
 void print_eval_table(const nlohmann::json& results, int world) {
-  std::printf("%-14s %9s %9s %9s %10s %9s %9s\n", "predictor", "recall", "precision", "ready", "mean lead", "shadow",
-              "tok/s");
+  std::printf("%-20s %9s %9s %9s %10s %9s %9s  %s\n", "predictor", "recall", "precision", "ready", "mean lead", "shadow",
+              "tok/s", "decode layers served by");
   for (const auto& r : results) {
     const double shadow_mb = static_cast<double>(r.value("shadow_weight_bytes", 0)) / (1 << 20);
     char sh[32] = "-";
     if (r.contains("shadow_weight_bytes")) std::snprintf(sh, sizeof sh, "%.1f MiB", shadow_mb);
-    std::printf("%-14s %9s %9s %9s %10.2f %9s %9.0f\n", r["label"].get<std::string>().c_str(),
+    std::printf("%-20s %9s %9s %9s %10.2f %9s %9.0f  %s\n", r["label"].get<std::string>().c_str(),
                 fmt_pct(r["recall"].get<double>()).c_str(), fmt_pct(r["precision"].get<double>()).c_str(),
                 fmt_pct(r["ready_fraction"].get<double>()).c_str(), r["mean_lead_layers"].get<double>(), sh,
-                r["decode_tokens_per_second"].get<double>());
+                r["decode_tokens_per_second"].get<double>(), format_sources(r.value("sources", nlohmann::json())).c_str());
   }
   std::printf("ready: share of decode layers whose prediction was complete at least %d layer(s) before the layer "
               "ran%s\n",
@@ -174,7 +186,8 @@ int cmd_eval_predictor(int argc, char** argv) {
       "limit", po::value(&limit)->default_value(limit), "use at most this many prompts")(
       "tokens", po::value(&tokens)->default_value(tokens), "decode steps per prompt")(
       "predictors", po::value(&specs_s)->default_value(specs_s),
-      "comma-separated: shadow:DTYPE (f32|bf16|f16|int8|int4|file|auto), gate-ahead, previous, random, none")(
+      "comma-separated: shadow:DTYPE[:alone|:backed] (DTYPE f32|bf16|f16|int8|int4|file|auto; alone: without its "
+      "fallback, backed: with it; default as --shadow-fallback), gate-ahead, previous, random, none")(
       "temperature", po::value(&sc.temperature)->default_value(0.0f), "0: greedy")(
       "seed", po::value(&sc.seed)->default_value(0), "sampling seed")(
       "json", po::value(&json_path), "write the results as JSON");
@@ -208,6 +221,7 @@ int cmd_eval_predictor(int argc, char** argv) {
     EngineOptions eo = ea.eo;
     eo.dist.predictor = sp.predictor;
     if (!sp.shadow_dtype.empty()) eo.dist.shadow.dtype = sp.shadow_dtype;
+    if (sp.fallback >= 0) eo.dist.shadow.fallback = sp.fallback == 1;
     Engine::run(eo, [&](Engine& eng) {
       engine_desc = eng.describe();
       results.push_back(evaluate_one(eng, sp, prompts, tokens, sc));

@@ -9,6 +9,7 @@
 #include "odmoe/core/error.h"
 #include "odmoe/core/json_file.h"
 #include "odmoe/core/memory_stats.h"
+#include "odmoe/predict/prediction_ledger.h"
 #include "odmoe/predict/predictor.h"
 #include "odmoe/runtime/generation.h"
 #include "odmoe/runtime/sampler.h"
@@ -154,6 +155,7 @@ void report_run(const nlohmann::json& run, double wall) {
     if (p.contains("shadow_weight_bytes"))
       std::fprintf(stderr, "; shadow %s, %.1f MiB (model %.1f MiB)", p["shadow_dtype"].get<std::string>().c_str(),
                    p["shadow_weight_bytes"].get<double>() / (1 << 20), p["full_model_weight_bytes"].get<double>() / (1 << 20));
+    if (p.contains("sources")) std::fprintf(stderr, "; layers served by %s", format_sources(p["sources"]).c_str());
     std::fputs("\n", stderr);
   }
   if (run["ranks"].size() > 1) {

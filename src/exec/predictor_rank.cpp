@@ -87,6 +87,7 @@ class RemoteShadowPredictor final : public Predictor {
     p.layer = pm.layer;
     p.experts = pm.experts;
     p.time = now_s();  // usable from when it arrived (the ranks' clocks may differ)
+    p.source = "shadow";
     sink->publish(p);
   }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <thread>
 
 #include "odmoe/core/error.h"
@@ -14,6 +15,21 @@ const std::vector<int32_t> kNone;
 double ratio(uint64_t a, uint64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
 constexpr int kHistLeads = 5;  // histogram buckets: lead 0..4, then "5+"
 }  // namespace
+
+std::string format_sources(const nlohmann::json& sources) {
+  std::vector<std::pair<double, std::string>> v;
+  if (sources.is_object())
+    for (const auto& [name, s] : sources.items()) v.emplace_back(s.value("share", 0.0), name);
+  if (v.empty()) return "-";
+  std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::string out;
+  for (const auto& [share, name] : v) {
+    char b[96];
+    std::snprintf(b, sizeof b, "%s%s %.1f%%", out.empty() ? "" : ", ", name.c_str(), 100.0 * share);
+    out += b;
+  }
+  return out;
+}
 
 PredictionLedger::PredictionLedger(int n_layer, int n_expert, int ready_lead)
     : n_layer_(n_layer), n_expert_(n_expert), ready_lead_(std::max(1, ready_lead)),
@@ -52,6 +68,7 @@ bool PredictionLedger::publish(const Prediction& p, int capacity) {
   e.experts = std::move(experts);
   e.since = std::move(since);
   e.time = p.time;
+  e.source = p.source;
   return true;
 }
 
@@ -76,7 +93,7 @@ int64_t PredictionLedger::lead(int layer, double t) const {
 
 void PredictionLedger::routed(int layer, const std::vector<int32_t>& used) {
   Entry& e = entry(step_, layer);
-  if (e.step != step_) e = Entry{step_, {}, {}, 0, false};
+  if (e.step != step_) e = Entry{step_, {}, {}, 0, false, nullptr};
   e.routed = true;
   if (!decode_) return;
   LayerStats& st = layers_[static_cast<size_t>(layer)];
@@ -91,6 +108,10 @@ void PredictionLedger::routed(int layer, const std::vector<int32_t>& used) {
     st.lead_sum += static_cast<uint64_t>(std::max<int64_t>(0, lead(layer, e.since[static_cast<size_t>(it - e.experts.begin())])));
   }
   st.hits += hits;
+  SourceStats& src = sources_[e.experts.empty() ? "unpredicted" : e.source ? e.source : "unnamed"];
+  ++src.layers;
+  src.activated += used.size();
+  src.hits += hits;
   if (e.experts.empty()) {
     ++lead_hist_[0];
   } else {
@@ -144,6 +165,10 @@ nlohmann::json PredictionLedger::to_json(int token_bucket) const {
     by_token.push_back({{"first_token", b}, {"tokens", std::min(by_token_.size(), b + token_bucket) - b},
                         {"activated", a}, {"recall", ratio(h, a)}});
   }
+  nlohmann::json sources = nlohmann::json::object();
+  for (const auto& [name, s] : sources_)
+    sources[name] = {{"layers", s.layers}, {"share", ratio(s.layers, all.layers)}, {"activated", s.activated},
+                     {"hits", s.hits}, {"recall", ratio(s.hits, s.activated)}};
   return {{"decode_layers", all.layers},
           {"decode_activated", all.activated},
           {"decode_predicted", all.predicted},
@@ -154,6 +179,7 @@ nlohmann::json PredictionLedger::to_json(int token_bucket) const {
           {"ready_lead_layers", ready_lead_},
           {"ready_fraction", ratio(all.ready, all.layers)},
           {"lead_histogram", hist},
+          {"sources", sources},
           {"per_layer", per_layer},
           {"recall_by_token", by_token}};
 }

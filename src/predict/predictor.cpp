@@ -15,8 +15,8 @@
 
 namespace odmoe {
 
-void PredictionSink::publish(int step, int layer, std::vector<int32_t> experts) {
-  publish(Prediction{step, layer, std::move(experts), now_s()});
+void PredictionSink::publish(int step, int layer, std::vector<int32_t> experts, const char* source) {
+  publish(Prediction{step, layer, std::move(experts), now_s(), source});
 }
 
 bool is_predictor_name(const std::string& n) {
@@ -64,7 +64,7 @@ class OraclePredictor final : public Predictor {
       std::vector<int32_t> experts;
       for (int32_t e : s.layers[l])
         if (std::find(experts.begin(), experts.end(), e) == experts.end()) experts.push_back(e);
-      sink.publish(step, static_cast<int>(l), experts);
+      sink.publish(step, static_cast<int>(l), experts, "oracle");
     }
   }
   int published_ = -1;  // the last step published
@@ -77,7 +77,7 @@ class PreviousPredictor final : public Predictor {
   void begin_step(int step, int, const int32_t*, size_t n, PredictionSink& sink) override {
     if (n != 1) return;  // prefill loads every expert anyway
     for (size_t l = 0; l < last_.size(); ++l)
-      if (!last_[l].empty()) sink.publish(step, static_cast<int>(l), last_[l]);
+      if (!last_[l].empty()) sink.publish(step, static_cast<int>(l), last_[l], "previous");
   }
   void after_routing(int, int layer, const float*, size_t n, const int32_t* ids, size_t k, PredictionSink&) override {
     // The last token's choices (prefill: the prompt's last token).
@@ -99,7 +99,7 @@ class RandomPredictor final : public Predictor {
     for (int l = 0; l < n_layer_; ++l) {
       std::iota(all.begin(), all.end(), 0);
       std::shuffle(all.begin(), all.end(), rng_);
-      sink.publish(step, l, std::vector<int32_t>(all.begin(), all.begin() + k_));
+      sink.publish(step, l, std::vector<int32_t>(all.begin(), all.begin() + k_), "random");
     }
   }
 
@@ -119,7 +119,7 @@ class GateAheadPredictor final : public Predictor {
     logits_.resize(static_cast<size_t>(c.n_expert));
     for (int d = 1; d <= depth_ && layer + d < c.n_layer; ++d) {
       model_.router_logits(layer + d, h, 1, logits_.data());
-      sink.publish(step, layer + d, rank_experts(logits_.data(), c.n_expert, static_cast<int>(k) + extra_));
+      sink.publish(step, layer + d, rank_experts(logits_.data(), c.n_expert, static_cast<int>(k) + extra_), "gate-ahead");
     }
   }
 

@@ -2,12 +2,18 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "odmoe/backend/cpu_backend.h"
 #include "odmoe/backend/cpu_device.h"
@@ -188,6 +194,8 @@ class ShadowPredictor final : public Predictor {
             {"speculation_right", speculated_right_},
             {"restarts", restarts_},
             {"catch_ups", catch_ups_},
+            {"thread_priority_raised", priority_raised_.load()},
+            {"injected_lag_ms", o_.lag_ms},
             {"busy_seconds", busy_s_}};
   }
 
@@ -203,7 +211,7 @@ class ShadowPredictor final : public Predictor {
     if (!job_decode_ || n != 1) return;
     const int E = model_->config().n_expert;
     Prediction p{job_step_, layer, rank_experts(model_->current_router_logits(), E, static_cast<int>(k) + o_.extra),
-                 now_s()};
+                 now_s(), "shadow"};
     {
       std::lock_guard<std::mutex> lk(out_mu_);
       out_.push_back(std::move(p));
@@ -272,6 +280,9 @@ class ShadowPredictor final : public Predictor {
   // the KV rows the full model has written.
   void before_layer(int layer, int pos, size_t n) {
     if (cancel_.load(std::memory_order_relaxed)) throw Cancelled{};
+    if (o_.lag_ms > 0 && job_decode_ && job_step_ % o_.lag_every == 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(o_.lag_ms * 1000)));
+    if (cancel_.load(std::memory_order_relaxed)) throw Cancelled{};
     // The full model has moved past this step: its predictions are of no use any more.
     if (can_jump() && job_step_ < main_step_now_.load(std::memory_order_relaxed)) throw Cancelled{};
     if (n != 1 || !align_kv(job_step_)) return;
@@ -296,7 +307,20 @@ class ShadowPredictor final : public Predictor {
     model_->forward(j.tokens.data(), j.tokens.size(), false, &logits_);
   }
 
+  // Lowers this thread's niceness by o_.priority below the process's (Linux: a thread is a
+  // task of its own for setpriority). Returns how much it was lowered: 0 where refused.
+  int raise_priority() const {
+    if (o_.priority <= 0) return 0;
+    errno = 0;
+    const int base = getpriority(PRIO_PROCESS, 0);
+    if (errno != 0) return 0;
+    const int want = std::max(-20, base - o_.priority);
+    const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+    return setpriority(PRIO_PROCESS, tid, want) == 0 ? base - want : 0;
+  }
+
   void thread_main() {
+    priority_raised_.store(raise_priority());
     std::unique_lock<std::mutex> lk(mu_);
     while (true) {
       Job j;
@@ -355,6 +379,7 @@ class ShadowPredictor final : public Predictor {
   std::atomic<bool> cancel_{false};
   std::atomic<int> published_layer_{-1};  // of the running step
   std::atomic<int> main_step_now_{-1};    // main_step_, for the shadow thread without the lock
+  std::atomic<int> priority_raised_{0};   // niceness the shadow thread got below the process's
   bool stop_ = false;
   std::exception_ptr error_;
   // What main has told the shadow (under mu_).
@@ -388,6 +413,8 @@ std::unique_ptr<Predictor> make_shadow_predictor(const ModelFiles& files, const 
   ODMOE_CHECK(o.align_token_period >= 0 && o.align_kv_period >= 0, kCli, "bad-option",
               "--align-token-period and --align-kv-period must be >= 0", "0 turns alignment off");
   ODMOE_CHECK(o.extra >= 0, kCli, "bad-option", "--predict-extra must be >= 0", "");
+  ODMOE_CHECK(o.lag_ms >= 0 && o.lag_every >= 1 && o.priority >= 0, kCli, "bad-option",
+              "--shadow-lag-ms must be >= 0, --shadow-lag-every >= 1 and --shadow-priority >= 0", "");
   return std::make_unique<ShadowPredictor>(files, full, n_ctx, o);
 }
 

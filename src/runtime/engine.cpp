@@ -10,6 +10,7 @@
 #include "odmoe/core/memory_stats.h"
 #include "odmoe/exec/expert_rank.h"
 #include "odmoe/exec/predictor_rank.h"
+#include "odmoe/predict/fallback.h"
 
 namespace odmoe {
 
@@ -32,6 +33,20 @@ nlohmann::json main_rank_stats(const std::string& backend) {
 
 namespace {
 
+// The look-ahead of gate-ahead and of the shadow's fallback: --gate-ahead-depth, else what
+// hides a load behind the other groups' work (G - 1 layers, at least 1).
+int look_ahead_depth(const DistOptions& d, int groups) {
+  return d.gate_ahead_depth > 0 ? d.gate_ahead_depth : std::max(1, groups - 1);
+}
+
+// A shadow (on main's thread or on a rank of its own) backed by its fallback unless
+// --shadow-fallback off.
+std::unique_ptr<Predictor> with_fallback(std::unique_ptr<Predictor> shadow, const DistOptions& d, const Model& model,
+                                         int groups) {
+  if (!d.shadow.fallback) return shadow;
+  return make_fallback_predictor(std::move(shadow), model, look_ahead_depth(d, groups), d.predict_extra);
+}
+
 // The predictor `name` for `model` (created once the model exists: gate-ahead reads its
 // routers, the shadow its KV cache).
 std::unique_ptr<Predictor> make_predictor(const DistOptions& d, const ModelFiles& files, const Model& model,
@@ -49,13 +64,11 @@ std::unique_ptr<Predictor> make_predictor(const DistOptions& d, const ModelFiles
   }
   if (name == "previous") return make_previous_predictor(c.n_layer);
   if (name == "random") return make_random_predictor(c.n_layer, c.n_expert, c.n_expert_used, 0x0d0e);
-  if (name == "gate-ahead")
-    return make_gate_ahead_predictor(model, d.gate_ahead_depth > 0 ? d.gate_ahead_depth : std::max(1, groups - 1),
-                                           d.predict_extra);
+  if (name == "gate-ahead") return make_gate_ahead_predictor(model, look_ahead_depth(d, groups), d.predict_extra);
   if (name == "shadow") {
     ShadowOptions so = d.shadow;
     so.extra = d.predict_extra;
-    return make_shadow_predictor(files, model, model.n_ctx(), so);
+    return with_fallback(make_shadow_predictor(files, model, model.n_ctx(), so), d, model, groups);
   }
   ODMOE_THROW(kCli, "bad-option", "--predictor " << name << " is not available",
               std::string("choose ") + kPredictorNames);
@@ -138,9 +151,11 @@ void Engine::open_main() {
   exec_ = std::make_unique<DistributedExpertExecutor>(*comm_, *files_, *store_, *sched_, d, make_none_predictor());
   exec_->start();
   model_ = std::make_unique<Model>(*files_, *device_, *exec_, o.n_ctx);
+  const int groups = sched_->n_groups();
   exec_->set_predictor(o.dist.predictor_rank >= 0
-                           ? make_remote_shadow_predictor(*comm_, o.dist.predictor_rank, *model_)
-                           : make_predictor(d, *files_, *model_, sched_->n_groups()));
+                           ? with_fallback(make_remote_shadow_predictor(*comm_, o.dist.predictor_rank, *model_), d,
+                                           *model_, groups)
+                           : make_predictor(d, *files_, *model_, groups));
 }
 
 int Engine::run(const EngineOptions& opts, const std::function<int(Engine&)>& as_main) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -20,6 +21,10 @@
 #include "odmoe/model/model.h"
 
 namespace odmoe {
+
+// "shadow 97.3%, gate-ahead 2.5%, unpredicted 0.2%": the "sources" of a ledger's JSON,
+// largest share first ("-" when empty).
+std::string format_sources(const nlohmann::json& sources);
 
 class PredictionLedger {
  public:
@@ -45,7 +50,9 @@ class PredictionLedger {
   void layer_done(double t);
 
   // {"recall", "precision", "mean_lead_layers", "ready_fraction", "lead_histogram",
-  //  "per_layer": [...], "recall_by_token": [...], ...}. `token_bucket`: tokens per entry
+  //  "sources", "per_layer": [...], "recall_by_token": [...], ...}. "sources": per source of
+  //  the standing prediction when a decode layer was routed (Prediction::source, or
+  //  "unpredicted"): {"layers", "share" of the decode layers, "activated", "hits", "recall"}. `token_bucket`: tokens per entry
   // of recall_by_token.
   nlohmann::json to_json(int token_bucket = 16) const;
 
@@ -56,6 +63,10 @@ class PredictionLedger {
     std::vector<double> since;  // per expert: when it entered the standing prediction
     double time = 0;            // when the standing prediction took its final form
     bool routed = false;
+    const char* source = nullptr;  // what made the standing prediction
+  };
+  struct SourceStats {
+    uint64_t layers = 0, activated = 0, hits = 0;
   };
   struct LayerStats {
     uint64_t activated = 0, predicted = 0, hits = 0, lead_sum = 0, layers = 0, ready = 0;
@@ -81,6 +92,7 @@ class PredictionLedger {
   std::vector<LayerStats> layers_;
   std::vector<uint64_t> lead_hist_;  // [0]: unpredicted, [1 + lead] for lead 0..4, last: more
   std::vector<std::pair<uint64_t, uint64_t>> by_token_;  // [token index]: (hits, activated)
+  std::map<std::string, SourceStats> sources_;  // decode layers by the source that served them
 };
 
 }  // namespace odmoe

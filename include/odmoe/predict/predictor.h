@@ -24,11 +24,14 @@ namespace odmoe {
 // One prediction: the experts layer `layer` of forward step `step` will use, in priority
 // order (most likely first), and when it was made (now_s()). A predictor may predict the
 // current step or the next one (a shadow running ahead); a later prediction for the same
-// layer replaces an earlier one.
+// layer replaces an earlier one. `source` names what made it (a predictor's name, or the
+// fallback that filled a gap a lagging shadow left: "gate-ahead", "previous"); a string
+// literal, so a Prediction stays cheap to copy.
 struct Prediction {
   int step = 0, layer = 0;
   std::vector<int32_t> experts;
   double time = 0;
+  const char* source = "unnamed";
 };
 
 // Where predictions go: the scheduler (or, single-process, the accounting).
@@ -36,8 +39,8 @@ class PredictionSink {
  public:
   virtual ~PredictionSink() = default;
   virtual void publish(const Prediction& p) = 0;
-  // Convenience: a prediction made now.
-  void publish(int step, int layer, std::vector<int32_t> experts);
+  // Convenience: a prediction made now by `source` (a string literal).
+  void publish(int step, int layer, std::vector<int32_t> experts, const char* source);
 };
 
 class Predictor {

@@ -37,6 +37,17 @@ struct ShadowOptions {
   bool early_departure = true;
   int extra = 0;    // candidates published beyond the top-k (loaded when a group has room)
   int threads = 1;  // CPU threads of the shadow's backend
+  // Gaps the shadow leaves when it lags are filled from gate-ahead and the previous token
+  // (fallback.h); false only for ablations.
+  bool fallback = true;
+  // The shadow thread's niceness is lowered by this much below the process's where the OS
+  // allows it (Linux: CAP_SYS_NICE or a raised RLIMIT_NICE), so a busy host takes its CPU
+  // from main's threads before the shadow's; 0 leaves it. Refused: it runs as it is.
+  int priority = 5;
+  // TESTING: make the shadow lag on purpose. Sleep `lag_ms` before every layer of one decode
+  // step in `lag_every` (1: every step), as if its thread had lost the CPU.
+  double lag_ms = 0;
+  int lag_every = 1;
 };
 
 // Throws ArgumentError unless `dtype` is a --shadow-dtype value (auto, file or a dtype name).
