@@ -198,9 +198,9 @@ class CpuStream final : public Stream {
     // Enough work for threads: about as much as a matmul needs (see CpuBackend::matmul).
     const size_t work = n * static_cast<size_t>(p.n_head) * (static_cast<size_t>(pos0) + n) * p.head_dim;
     const int threads = work >= (1u << 15) ? n_threads_ : 1;
-    cpu::attention_reference(f32_in(q, "attention"), n, pos0, p.n_head, p.n_head_kv, p.head_dim,
-                             f32_in(cache.k(layer), "attention"), f32_in(cache.v(layer), "attention"),
-                             static_cast<size_t>(cache.n_ctx()), p.window, p.scale, f32_out(out, "attention"), threads);
+    cpu::attention_f32(f32_in(q, "attention"), n, pos0, p.n_head, p.n_head_kv, p.head_dim,
+                       f32_in(cache.k(layer), "attention"), f32_in(cache.v(layer), "attention"),
+                       static_cast<size_t>(cache.n_ctx()), p.window, p.scale, f32_out(out, "attention"), threads);
   }
 
  private:

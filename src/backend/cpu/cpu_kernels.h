@@ -29,17 +29,6 @@ float dot_avx512(const WeightView& w, size_t row, const float* x);
 float dot_f32_avx512(const float* a, const float* b, size_t n);
 #endif
 
-// Causal attention of n query tokens at positions pos0 .. pos0+n-1 over one layer's KV cache.
-// q:   [n][n_head][head_dim] f32 (RoPE applied)
-// k,v: [n_head_kv][n_ctx][head_dim] f32, rows 0 .. pos0+n-1 valid (head-major: each head's rows contiguous)
-// out: [n][n_head][head_dim] f32
-// Query head h reads KV head h / (n_head / n_head_kv). window > 0: token at position p sees
-// positions max(0, p-window+1) .. p; window <= 0: 0 .. p. scale multiplies q·k before the softmax.
-// threads: OpenMP threads to use (1 = no parallel region).
-// attention_reference: the same in scalar f32, sums in the model's reference order.
-void attention_reference(const float* q, size_t n, int pos0, int n_head, int n_head_kv, int head_dim, const float* k,
-                         const float* v, size_t n_ctx, int window, float scale, float* out, int threads);
-
 // Pointer to the start of row `row` of the stored data.
 inline const unsigned char* row_data(const WeightView& w, size_t row) {
   return static_cast<const unsigned char*>(w.data) + row * (dtype_data_bytes(w.dtype, 1, w.cols));
