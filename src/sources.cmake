@@ -25,7 +25,7 @@ set(ODMOE_SOURCES_weights
 set(ODMOE_SOURCES_tokenizer
   tokenizer/unicode.cpp tokenizer/unicode_norm.cpp tokenizer/regex.cpp tokenizer/normalized_string.cpp tokenizer/bpe.cpp
   tokenizer/pipeline.cpp tokenizer/decoder.cpp tokenizer/tokenizer.cpp)
-set(ODMOE_SOURCES_backend backend/device.cpp backend/cpu/cpu_device.cpp
+set(ODMOE_SOURCES_backend backend/device.cpp backend/open_device.cpp backend/cpu/cpu_device.cpp
   backend/cpu/cpu_backend.cpp backend/cpu/cpu_kernels_scalar.cpp backend/cpu/cpu_kernels_x86.cpp
   backend/cpu/cpu_qdot_scalar.cpp backend/cpu/cpu_qdot_avx2.cpp backend/cpu/cpu_qdot_avx512.cpp
   backend/cpu/cpu_attention.cpp backend/cpu/cpu_attention_avx2.cpp backend/cpu/cpu_attention_avx512.cpp)

@@ -17,6 +17,7 @@
 
 #include "odmoe/backend/cpu_device.h"
 #include "odmoe/backend/kv_cache.h"
+#include "odmoe/backend/open_device.h"
 #include "odmoe/core/error.h"
 #include "odmoe/core/tensor_codec.h"
 
@@ -372,5 +373,39 @@ TEST(DeviceMemory, PastTheLimitFailsNamingTheDeviceAndTheSizes) {
   EXPECT_THROW(KvCache(small, 2, 2, 8, 64), Error);
 }
 
+}  // namespace
+}  // namespace odmoe
+
+namespace odmoe {
+namespace {
+// --device values: what parses, what is refused with the accepted forms named, and what a
+// build or machine without a GPU says when asked for one.
+TEST(OpenDevice, SpecsAndErrors) {
+  EXPECT_EQ(parse_device_spec("cpu").to_string(), "cpu");
+  EXPECT_EQ(parse_device_spec("cuda").to_string(), "cuda");
+  EXPECT_EQ(parse_device_spec("cuda:3").ordinal, 3);
+  for (const char* bad : {"", "gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", "cuda:123456"}) {
+    try {
+      parse_device_spec(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const ArgumentError& e) {
+      EXPECT_NE(std::string(e.what()).find("cpu, cuda"), std::string::npos) << e.what();
+    }
+  }
+  DeviceOptions o;
+  o.limit_bytes = 1 << 20;
+  const std::unique_ptr<Device> cpu = open_device(parse_device_spec("cpu"), o);
+  EXPECT_STREQ(cpu->name(), "cpu");
+  EXPECT_EQ(cpu->memory().limit_bytes(), size_t{1} << 20);
+  if (cuda_device_count() == 0) {
+    try {
+      open_device(parse_device_spec("cuda"), o);
+      ADD_FAILURE() << "a CUDA device opened where none is visible";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.subsystem(), Subsystem::kCuda);
+      EXPECT_NE(e.message().find("--device cuda"), std::string::npos) << e.message();
+    }
+  }
+}
 }  // namespace
 }  // namespace odmoe
