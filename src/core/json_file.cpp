@@ -8,11 +8,15 @@
 namespace odmoe {
 
 void write_json_file(const std::string& path, const nlohmann::json& j, int indent, const std::string& what) {
+  write_text_file(path, j.dump(indent) + "\n", what);
+}
+
+void write_text_file(const std::string& path, const std::string& text, const std::string& what) {
   const std::string tmp = path + ".tmp";
   {
-    std::ofstream f(tmp);
+    std::ofstream f(tmp, std::ios::binary);
     ODMOE_CHECK(f.good(), kIo, "open", "cannot write " << what << " " << path, "check the path");
-    f << j.dump(indent) << "\n";
+    f << text;
     f.flush();
     if (!f.good()) {
       std::remove(tmp.c_str());

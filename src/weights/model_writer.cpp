@@ -1,7 +1,5 @@
 #include "odmoe/weights/model_writer.h"
 
-#include <fstream>
-
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +8,7 @@
 #include <random>
 
 #include "odmoe/core/error.h"
+#include "odmoe/core/json_file.h"
 #include "odmoe/core/progress.h"
 #include "odmoe/weights/model_files.h"
 #include "odmoe/core/tensor_codec.h"
@@ -49,6 +48,20 @@ void encode_checked(const TensorSpec& s, const std::vector<float>& v, DType weig
   const size_t bad = encode_tensor(v.data(), s.rows(), s.cols(), layout::stored_dtype(s, weight_dtype), out);
   ODMOE_CHECK(bad == 0, kConvert, "non-finite", "tensor " << s.path << " holds " << bad << " NaN or Inf values",
               "the checkpoint is corrupted");
+}
+
+// Before the commit: an old model.h5 goes first (the directory is then visibly incomplete, the
+// new one is renamed in last), and so do the stale files of an older conversion (other shard
+// counts, a shadow no longer wanted).
+void remove_stale_files(const std::string& out_dir, int n_shard, bool has_shadow) {
+  std::error_code ec;
+  fs::remove(fs::path(out_dir) / layout::kModelFile, ec);
+  for (const auto& ent : fs::directory_iterator(out_dir)) {
+    int idx = 0, n = 0;
+    const std::string name = ent.path().filename().string();
+    if ((layout::parse_expert_shard_file(name, &idx, &n) && n != n_shard) || (name == layout::kShadowFile && !has_shadow))
+      fs::remove(ent.path(), ec);
+  }
 }
 
 }  // namespace
@@ -125,18 +138,8 @@ WriteStats write_model_dir(const ModelSource& src, const std::string& out_dir, c
             *shards[static_cast<size_t>(layout::expert_shard_of(cfg, l, e, opts.n_shard))]);
     bar.finish();
 
-    // Commit: an old model.h5 goes first (the directory is then visibly incomplete), the new
-    // one last (its presence means the conversion finished). Stale files of an older
-    // conversion (other shard counts, a shadow no longer wanted) are removed.
-    std::error_code ec;
-    fs::remove(fs::path(out_dir) / layout::kModelFile, ec);
-    for (const auto& ent : fs::directory_iterator(out_dir)) {
-      int idx = 0, n = 0;
-      const std::string name = ent.path().filename().string();
-      if ((layout::parse_expert_shard_file(name, &idx, &n) && n != opts.n_shard) ||
-          (name == layout::kShadowFile && !shadow))
-        fs::remove(ent.path(), ec);
-    }
+    // Commit: model.h5 last, its presence means the conversion finished.
+    remove_stale_files(out_dir, opts.n_shard, shadow != nullptr);
     for (auto& w : shards) {
       stats.bytes_written += w->bytes_written();
       w->commit();
@@ -148,18 +151,13 @@ WriteStats write_model_dir(const ModelSource& src, const std::string& out_dir, c
       stats.files.push_back(shadow->final_path());
     }
     // The default prompts of bench and eval-predictor travel with the model (whole or absent).
-    const fs::path prompts = fs::path(out_dir) / "prompts.jsonl";
+    const std::string prompts = (fs::path(out_dir) / "prompts.jsonl").string();
     if (src.prompts_jsonl.empty()) {
+      std::error_code ec;
       fs::remove(prompts, ec);
     } else {
-      const fs::path tmp = fs::path(out_dir) / "prompts.jsonl.tmp";
-      {
-        std::ofstream f(tmp, std::ios::binary);
-        f << src.prompts_jsonl;
-        ODMOE_CHECK(f.good(), kIo, "write", "cannot write " << tmp.string(), "check free space");
-      }
-      fs::rename(tmp, prompts);
-      stats.files.push_back(prompts.string());
+      write_text_file(prompts, src.prompts_jsonl, "the default prompts");
+      stats.files.push_back(prompts);
     }
     stats.bytes_written += model->bytes_written();
     model->commit();
